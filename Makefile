@@ -1,0 +1,33 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/bce.flags
+MODEL_DIR ?= runs/bce
+BENCH_OUT ?= bench
+
+.PHONY: run test bench install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m dssm_tf.train --flagfile=$(CONFIG) --model_dir=$(MODEL_DIR)
+
+# pytest exits 5 when it collects no test: that is a failure here, not a pass.
+test: $(STAMP)
+	$(PY) -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+bench: $(STAMP)
+	$(PY) -m dssm_tf.speed
+	$(PY) -m dssm_tf.benchmark --out=$(BENCH_OUT)
+
+clean:
+	rm -rf $(VENV) runs $(BENCH_OUT) *.egg-info

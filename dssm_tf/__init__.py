@@ -1,0 +1,13 @@
+"""dssm_tf: two-tower (DSSM) deep candidate retrieval in TensorFlow/Keras.
+
+tensorflow-recommenders 0.7.x needs the Keras 2 API (``tf_keras``). TensorFlow reads
+``TF_USE_LEGACY_KERAS`` once, at its first import, so it is set here, before any module of
+this package can import TensorFlow.
+"""
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__version__ = "0.1.0"

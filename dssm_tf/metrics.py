@@ -1,0 +1,87 @@
+"""Top-K metrics shared by every model and baseline: recall (micro and user-mean), hit, NDCG.
+
+A model hands over a ``[n_users, K]`` array of recommended movie indices (``-1`` pads rows with
+fewer candidates); the test ratings are ``(user, movie)`` index pairs. Recall@K is computed as
+the seed does: hits / number of test ratings.
+
+Usage::
+
+    top = top_k_from_scores(scores, 50, exclude=split.seen[users], candidates=split.candidates)
+    evaluate_top_k(top, users, split.test.user, split.test.movie, k=50)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def top_k_from_scores(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = None,
+                      candidates: np.ndarray | None = None) -> np.ndarray:
+    """The `k` best columns of each row of `scores`, best first, skipping excluded cells.
+
+    `exclude` (rows x columns, nonzero = drop) removes seen movies; `candidates` (bool per
+    column) restricts the catalogue. Rows with fewer than `k` allowed columns are padded with -1.
+    """
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    if candidates is not None:
+        scores[:, ~np.asarray(candidates, bool)] = -np.inf
+    if exclude is not None:
+        coo = sp.coo_matrix(exclude)
+        scores[coo.row, coo.col] = -np.inf
+    k_eff = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    top = np.take_along_axis(part, order, axis=1)
+    top[~np.isfinite(np.take_along_axis(part_scores, order, axis=1))] = -1
+    if k_eff < k:
+        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    return top
+
+
+def hit_ranks(top_k: np.ndarray, users: np.ndarray, test_users: np.ndarray,
+              test_movies: np.ndarray) -> np.ndarray:
+    """0-based rank of each test rating's movie in its user's list; `top_k.shape[1]` if absent.
+
+    `users[i]` is the user of row `i` of `top_k` (sorted, unique).
+    """
+    rows = np.searchsorted(users, test_users)
+    if np.any(rows >= len(users)) or np.any(users[np.minimum(rows, len(users) - 1)] != test_users):
+        raise ValueError("every test user needs a row in top_k")
+    match = top_k[rows] == np.asarray(test_movies)[:, None]
+    return np.where(match.any(axis=1), match.argmax(axis=1), top_k.shape[1])
+
+
+def metrics_from_ranks(ranks: np.ndarray, test_users: np.ndarray, k: int) -> dict[str, float]:
+    """recall@k (micro), recall@k_user_mean, hit@k and ndcg@k from `hit_ranks` output."""
+    ranks = np.asarray(ranks)
+    _, row, n_test = np.unique(test_users, return_inverse=True, return_counts=True)
+    hit = ranks < k
+    user_hits = np.bincount(row, weights=hit, minlength=len(n_test))
+    gains = np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0)
+    dcg = np.bincount(row, weights=gains, minlength=len(n_test))
+    discounts = np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))
+    idcg = discounts[np.minimum(n_test, k) - 1]
+    return {
+        f"recall@{k}": float(hit.mean()),
+        f"recall@{k}_user_mean": float(np.mean(user_hits / n_test)),
+        f"hit@{k}": float(np.mean(user_hits > 0)),
+        f"ndcg@{k}": float(np.mean(dcg / idcg)),
+        "n_test_users": int(len(n_test)),
+        "n_test_items": int(len(ranks)),
+    }
+
+
+def evaluate_top_k(top_k: np.ndarray, users: np.ndarray, test_users: np.ndarray,
+                   test_movies: np.ndarray, k: int) -> dict[str, float]:
+    """All contract metrics at `k` for recommendation lists `top_k` (rows = sorted `users`)."""
+    ranks = hit_ranks(np.asarray(top_k)[:, :k], np.asarray(users), np.asarray(test_users),
+                      test_movies)
+    return metrics_from_ranks(ranks, np.asarray(test_users), k)
+
+
+def recall_curve(ranks: np.ndarray, max_k: int) -> np.ndarray:
+    """recall@k (micro) for k = 1..max_k from `hit_ranks` of lists at least `max_k` long."""
+    counts = np.bincount(np.minimum(ranks, max_k), minlength=max_k + 1)[:max_k]
+    return np.cumsum(counts) / len(ranks)
