@@ -5,9 +5,13 @@ tensorflow-recommenders 0.7.x needs the Keras 2 API (``tf_keras``). TensorFlow r
 this package can import TensorFlow.
 """
 
+import logging
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# TensorFlow logs its INFO chatter (SavedModel assets, tracing) through Python logging.
+logging.getLogger("tensorflow").setLevel(logging.WARNING)
 
 __version__ = "0.1.0"

@@ -118,12 +118,19 @@ def _read_dat(path: str, columns: dict[str, str]) -> pd.DataFrame:
     if not raw.strip():
         raise InputError(f"{path}: file is empty")
     names = list(columns)
-    try:
-        frame = pd.read_csv(
+    fields = raw.split(b"\n", 1)[0].count(b"::") + 1
+    if fields > len(names):  # pandas would drop line 1's extra fields with index_col=False
+        raise InputError(f"{path}:1: expected {len(names)} '::'-separated fields "
+                         f"({'::'.join(names)}), saw {fields}")
+
+    def parse(dtype) -> pd.DataFrame:
+        return pd.read_csv(
             io.BytesIO(raw.replace(b"::", b"\x1f")), sep="\x1f", header=None, names=names,
-            index_col=False, dtype={n: str for n, kind in columns.items() if kind == "str"},
-            quoting=csv.QUOTE_NONE, encoding="latin-1", skip_blank_lines=False,
-            keep_default_na=False, na_values=[""], engine="c")
+            index_col=False, dtype=dtype, quoting=csv.QUOTE_NONE, encoding="latin-1",
+            skip_blank_lines=False, keep_default_na=False, na_values=[""], engine="c")
+
+    try:
+        frame = parse({n: str for n, kind in columns.items() if kind == "str"})
     except pd.errors.ParserError as error:
         found = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(error))
         where = f"{path}:{found.group(2)}" if found else path
@@ -137,12 +144,19 @@ def _read_dat(path: str, columns: dict[str, str]) -> pd.DataFrame:
                          f"({'::'.join(names)})")
     for name, kind in columns.items():
         if kind == "int" and not pd.api.types.is_integer_dtype(frame[name]):
-            values = pd.to_numeric(frame[name], errors="coerce")
-            bad = values.isna().to_numpy() | (values.to_numpy() != np.round(values.to_numpy()))
+            text = parse(str)[name]  # the fields as written ("4.0" must not pass as 4)
+            bad = np.array([not _is_int64(value) for value in text])
+            if not bad.any():
+                raise InputError(f"{path}: expected an integer {name} on every line")
             line = int(np.argmax(bad)) + 1
             raise InputError(f"{path}:{line}: expected an integer {name}, "
-                             f"got {str(frame[name].iloc[line - 1])!r}")
+                             f"got {text.iloc[line - 1]!r}")
     return frame
+
+
+def _is_int64(text: str) -> bool:
+    return (re.fullmatch(r"[+-]?[0-9]+", text) is not None
+            and -2**63 <= int(text) < 2**63)
 
 
 def _check(path: str, bad: np.ndarray, message: str, values: pd.Series) -> None:

@@ -1,0 +1,131 @@
+"""Loss schemes, chosen by `--loss`; the one training loop calls whichever is configured.
+
+Every scheme is a Keras layer called as ``scheme(user, positive, negatives, batch)``:
+`user` and `positive` are ``[B, D]`` tower outputs of matching rows, `negatives` the item-tower
+outputs of the sampled negatives (``[B, N, D]``, or ``[N, D]`` shared by the batch for
+`inbatch`, or None), and `batch` the input features (for ids and the negative mask).
+Scores are inner products (cosine when the towers normalise).
+
+Usage::
+
+    scheme = make_loss("softmax", gamma=20.0)
+    loss = scheme(user, positive, negatives, batch)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+import tf_keras as keras
+
+LOSSES = ("bce", "triplet", "softmax", "inbatch")
+_MASKED = -1e9
+
+
+def _negative_scores(user: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
+    """`[B, N]` inner products of each user with its own negatives."""
+    return tf.einsum("bd,bnd->bn", user, negatives)
+
+
+class BinaryCrossEntropy(keras.layers.Layer):
+    """Pointwise: sigmoid cross-entropy on logits score / temperature, positive 1, negatives 0.
+
+    Tracks `auc` (tf.keras.metrics.AUC) on whatever data it is evaluated on, so `val_auc` is
+    computed on validation data, not on training predictions as in the seed.
+    """
+
+    def __init__(self, temperature: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.temperature = temperature
+        self.auc = keras.metrics.AUC(name="auc")
+
+    def call(self, user, positive, negatives, batch):
+        positive_logit = tf.reduce_sum(user * positive, axis=-1, keepdims=True)
+        logits = tf.concat([positive_logit, _negative_scores(user, negatives)], axis=1)
+        logits = logits / self.temperature
+        labels = tf.concat([tf.ones_like(positive_logit), tf.zeros_like(logits[:, 1:])], 1)
+        weights = tf.concat([tf.ones_like(positive_logit),
+                             tf.cast(batch["negative_mask"], logits.dtype)], axis=1)
+        losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+        self.auc.update_state(labels, tf.sigmoid(logits), sample_weight=weights)
+        return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
+
+
+class TripletMargin(keras.layers.Layer):
+    """mean over valid negatives of max(d(u,p) - d(u,n) + margin, 0), d = Euclidean distance."""
+
+    def __init__(self, margin: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.margin = margin
+
+    def call(self, user, positive, negatives, batch):
+        d_pos = tf.norm(user - positive, axis=-1)[:, None]
+        d_neg = tf.norm(user[:, None, :] - negatives, axis=-1)
+        losses = tf.nn.relu(d_pos - d_neg + self.margin)
+        weights = tf.cast(batch["negative_mask"], losses.dtype)
+        return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+
+
+class SampledSoftmax(keras.layers.Layer):
+    """DSSM: softmax cross-entropy of gamma * score over [positive, N negatives]."""
+
+    def __init__(self, gamma: float = 20.0, **kwargs):
+        super().__init__(**kwargs)
+        self.gamma = gamma
+
+    def call(self, user, positive, negatives, batch):
+        logits = tf.concat([tf.reduce_sum(user * positive, axis=-1, keepdims=True),
+                            _negative_scores(user, negatives)], axis=1) * self.gamma
+        mask = tf.concat([tf.ones_like(logits[:, :1], tf.bool), batch["negative_mask"]], 1)
+        logits = tf.where(mask, logits, _MASKED)
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.zeros_like(logits[:, 0], tf.int32), logits=logits))
+
+
+class InBatchSoftmax(keras.layers.Layer):
+    """In-batch softmax via `tfrs.tasks.Retrieval`, with logQ correction and accidental-hit
+    removal; extra sampled negatives (shared by the batch) are appended as candidates.
+
+    The sampling probability of a candidate is the mixture actually used: batch positives follow
+    the training distribution (`train_probabilities`), the extra negatives `negative_probabilities`.
+    """
+
+    def __init__(self, movie_ids: np.ndarray, train_probabilities: np.ndarray,
+                 negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
+                 batch_size: int = 1, num_negatives: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        share = num_negatives / (batch_size + num_negatives)
+        mix = np.asarray(train_probabilities, np.float64) * (1 - share)
+        if num_negatives:
+            mix = mix + share * np.asarray(negative_probabilities, np.float64)
+        self.lookup = keras.layers.IntegerLookup(vocabulary=list(movie_ids))
+        # Index 0 is the out-of-vocabulary row; it gets the smallest probability.
+        self.probability = tf.constant(np.concatenate([[mix[mix > 0].min()], mix]), tf.float32)
+        self.task = tfrs.tasks.Retrieval(
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            temperature=temperature, remove_accidental_hits=True)
+
+    def call(self, user, positive, negatives, batch):
+        ids = batch["positive"]["movie_id"]
+        candidates = positive
+        if negatives is not None:
+            ids = tf.concat([ids, batch["negatives"]["movie_id"]], axis=0)
+            candidates = tf.concat([positive, negatives], axis=0)
+        probability = tf.gather(self.probability, self.lookup(ids))
+        return self.task(user, candidates, candidate_sampling_probability=probability,
+                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False)
+
+
+def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5, gamma: float = 20.0,
+              **inbatch_args) -> keras.layers.Layer:
+    """The scheme `--loss` names. `inbatch_args` go to `InBatchSoftmax`."""
+    if name == "bce":
+        return BinaryCrossEntropy(temperature)
+    if name == "triplet":
+        return TripletMargin(margin)
+    if name == "softmax":
+        return SampledSoftmax(gamma)
+    if name == "inbatch":
+        return InBatchSoftmax(temperature=temperature, **inbatch_args)
+    raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

@@ -1,0 +1,215 @@
+"""tf.data input pipelines: training interactions with negatives drawn on the fly.
+
+Each element of the training stream is one batch of interactions, shuffled (seeded) and
+turned into raw MovieLens features by one vectorised `map`. Negatives are drawn inside that map
+with stateless random ops seeded by ``(seed, step)``: fresh at every step and epoch,
+reproducible under ``--seed``, never a precomputed table.
+
+The user's history for an interaction is the `history_length` training movies rated *before*
+it (YouTube-DNN style), so the model is trained the way it is used at serving time.
+
+Usage::
+
+    tables = FeatureTables.from_split(ml, split)
+    sampler = make_sampler("frequency", split.movie_counts, frequent_share=0.3)
+    ds = training_dataset(tables, rows, sampler, num_negatives=3, batch_size=512, seed=0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from dssm_tf.data import MovieLens
+from dssm_tf.protocols import Split
+
+SAMPLERS = ("uniform", "frequency", "inbatch")
+
+
+@dataclasses.dataclass
+class FeatureTables:
+    """Constant tensors that turn interaction rows into raw tower inputs."""
+
+    user_id: tf.Tensor      # per user index: raw UserID
+    gender: tf.Tensor
+    age: tf.Tensor
+    occupation: tf.Tensor
+    movie_id: tf.Tensor     # per movie index: raw MovieID
+    genres: tf.Tensor
+    train_user: tf.Tensor   # per training row (sorted by user, time): user index
+    train_movie: tf.Tensor  # per training row: movie index
+    user_start: tf.Tensor   # per user index: first training row
+    history_length: int
+
+    @classmethod
+    def from_split(cls, ml: MovieLens, split: Split, history_length: int) -> "FeatureTables":
+        users, movies = ml.users, ml.movies
+        return cls(
+            user_id=tf.constant(users.user_id.to_numpy(np.int64)),
+            gender=tf.constant(users.gender.to_numpy(str)),
+            age=tf.constant(users.age.to_numpy(np.int64)),
+            occupation=tf.constant(users.occupation.to_numpy(np.int64)),
+            movie_id=tf.constant(movies.movie_id.to_numpy(np.int64)),
+            genres=tf.constant(movies.genres.to_numpy(str)),
+            train_user=tf.constant(split.train.user.to_numpy(np.int64)),
+            train_movie=tf.constant(split.train.movie.to_numpy(np.int64)),
+            user_start=tf.constant(split.user_offsets[:-1].astype(np.int64)),
+            history_length=history_length,
+        )
+
+    def user_features(self, users: tf.Tensor, history_end: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Raw user fields; history = training movies in rows [start(user), history_end)."""
+        length = self.history_length
+        positions = history_end[:, None] - length + tf.range(length, dtype=tf.int64)[None, :]
+        valid = positions >= tf.gather(self.user_start, users)[:, None]
+        safe = tf.maximum(positions, 0)
+        history = tf.where(valid, tf.gather(self.movie_id, tf.gather(self.train_movie, safe)),
+                           tf.zeros_like(safe))
+        return {"user_id": tf.gather(self.user_id, users),
+                "gender": tf.gather(self.gender, users),
+                "age": tf.gather(self.age, users),
+                "occupation": tf.gather(self.occupation, users),
+                "history": history}
+
+    def movie_features(self, movies: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"movie_id": tf.gather(self.movie_id, movies),
+                "genres": tf.gather(self.genres, movies)}
+
+    def interaction_features(self, rows: tf.Tensor) -> dict[str, dict[str, tf.Tensor]]:
+        """Features of training rows: the user (history = rows before it) and the positive."""
+        users = tf.gather(self.train_user, rows)
+        return {"user": self.user_features(users, rows),
+                "positive": self.movie_features(tf.gather(self.train_movie, rows))}
+
+
+class Sampler:
+    """Draws negative movie indices with stateless ops: `sample(shape, seed) -> int64`."""
+
+    def sample(self, shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self) -> np.ndarray:
+        """Probability of each movie index under this sampler (for tests and logQ)."""
+        raise NotImplementedError
+
+
+class UniformSampler(Sampler):
+    """Uniform over `support` (the movies seen in training)."""
+
+    def __init__(self, support: np.ndarray, num_movies: int):
+        self.support = np.asarray(support, np.int64)
+        self.num_movies = num_movies
+        self._support = tf.constant(self.support)
+
+    def sample(self, shape, seed):
+        picks = tf.random.stateless_uniform(shape, seed, 0, len(self.support), dtype=tf.int64)
+        return tf.gather(self._support, picks)
+
+    def probabilities(self):
+        p = np.zeros(self.num_movies)
+        p[self.support] = 1.0 / len(self.support)
+        return p
+
+
+class FrequencySampler(Sampler):
+    """The seed's mix: with probability `frequent_share`, a movie with >= `min_count`
+    training ratings drawn proportionally to count**power; otherwise a rarer movie, uniformly."""
+
+    def __init__(self, counts: np.ndarray, frequent_share: float = 0.3, min_count: int = 5,
+                 power: float = 0.75):
+        counts = np.asarray(counts)
+        self.frequent = np.flatnonzero(counts >= min_count)
+        self.rare = np.flatnonzero((counts > 0) & (counts < min_count))
+        if len(self.frequent) == 0:
+            raise ValueError(f"no movie has >= {min_count} training ratings")
+        # With no rare movie, every draw comes from the frequent ones.
+        self.share = frequent_share if len(self.rare) else 1.0
+        self.weights = counts[self.frequent].astype(np.float64) ** power
+        self.num_movies = len(counts)
+        self._frequent = tf.constant(self.frequent, tf.int64)
+        self._rare = tf.constant(self.rare if len(self.rare) else self.frequent, tf.int64)
+        self._logits = tf.constant(np.log(self.weights / self.weights.sum())[None, :],
+                                   tf.float32)
+
+    def sample(self, shape, seed):
+        seeds = tf.random.experimental.stateless_split(seed, 3)
+        size = tf.reduce_prod(shape)
+        frequent = tf.gather(self._frequent, tf.random.stateless_categorical(
+            self._logits, size, seeds[0])[0])
+        rare = tf.gather(self._rare, tf.random.stateless_uniform(
+            [size], seeds[1], 0, tf.size(self._rare, tf.int64), dtype=tf.int64))
+        pick_frequent = tf.random.stateless_uniform([size], seeds[2]) < self.share
+        return tf.reshape(tf.where(pick_frequent, frequent, rare), shape)
+
+    def probabilities(self):
+        p = np.zeros(self.num_movies)
+        p[self.frequent] = self.share * self.weights / self.weights.sum()
+        if len(self.rare):
+            p[self.rare] = (1.0 - self.share) / len(self.rare)
+        return p
+
+
+def make_sampler(name: str, counts: np.ndarray, frequent_share: float = 0.3,
+                 frequent_min_count: int = 5, frequency_power: float = 0.75) -> Sampler:
+    """The sampler `--negative_sampler` names; `inbatch` still gets a uniform one for
+    optional extra (mixed) negatives."""
+    if name == "frequency":
+        return FrequencySampler(counts, frequent_share, frequent_min_count, frequency_power)
+    if name in ("uniform", "inbatch"):
+        return UniformSampler(np.flatnonzero(np.asarray(counts) > 0), len(counts))
+    raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
+
+
+def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_negatives: int,
+             batch_size: int, seed: int, shuffle: bool, shared: bool) -> tf.data.Dataset:
+    rows_ds = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64))
+    if shuffle:
+        rows_ds = rows_ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
+    rows_ds = rows_ds.batch(batch_size, drop_remainder=False)
+
+    def to_features(step, batch_rows):
+        features = tables.interaction_features(batch_rows)
+        if num_negatives:
+            batch = tf.size(batch_rows, tf.int64)
+            shape = tf.stack([num_negatives] if shared else [batch, num_negatives])
+            negatives = sampler.sample(shape, tf.stack([tf.cast(seed, tf.int64), step]))
+            positive = tf.gather(tables.train_movie, batch_rows)
+            features["negatives"] = tables.movie_features(negatives)
+            # A negative that happens to be the positive must not count against it.
+            features["negative_mask"] = tf.not_equal(
+                negatives[None, :] if shared else negatives, positive[:, None])
+        return features
+
+    return (tf.data.Dataset.zip((tf.data.Dataset.counter(), rows_ds))
+            .map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def training_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
+                     num_negatives: int, batch_size: int, seed: int,
+                     shared_negatives: bool = False) -> tf.data.Dataset:
+    """Endless, reshuffled-every-epoch batches; use `steps_per_epoch = ceil(len(rows)/batch)`.
+
+    With `shared_negatives`, one draw of `num_negatives` movies serves the whole batch
+    (mixed negative sampling): `negatives` is `[num_negatives]`, `negative_mask` stays
+    `[batch, num_negatives]`.
+    """
+    return _batches(tables, rows, sampler, num_negatives, batch_size, seed, shuffle=True,
+                    shared=shared_negatives)
+
+
+def validation_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
+                       num_negatives: int, batch_size: int, seed: int,
+                       shared_negatives: bool = False) -> tf.data.Dataset:
+    """One pass over `rows` in order; the same negatives at every evaluation."""
+    return _batches(tables, rows, sampler, num_negatives, batch_size, seed + 1, shuffle=False,
+                    shared=shared_negatives)
+
+
+def split_validation(num_rows: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random (fit rows, validation rows) of the *training* interactions."""
+    order = np.random.default_rng(seed).permutation(num_rows)
+    n_val = int(round(num_rows * share))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
