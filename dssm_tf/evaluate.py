@@ -41,7 +41,6 @@ from dssm_tf.data import MovieLens
 from dssm_tf.errors import InputError
 from dssm_tf.protocols import Split
 
-import tensorflow as tf  # noqa: E402  (after dssm_tf: TF_USE_LEGACY_KERAS is set first)
 
 FLAGS = cli.FLAGS
 USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
@@ -122,11 +121,33 @@ def read_metadata(export_dir: str) -> dict:
     return metadata
 
 
+def _tf():
+    """TensorFlow, imported on first use: bad flags and paths fail fast, before TF's start-up
+    chatter on stderr (dssm_tf has set TF_USE_LEGACY_KERAS by now)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf
+
+
+def check_export(export_dir: str) -> dict:
+    """Check an export folder's layout without TensorFlow; return its metadata."""
+    if not export_dir:
+        raise InputError("--export_dir: required (a folder holding user_tower/, item_tower/ "
+                         "and metadata.json)")
+    if not os.path.isdir(export_dir):
+        raise InputError(f"{export_dir}: export folder not found (--export_dir)")
+    metadata = read_metadata(export_dir)
+    for name in (USER_TOWER, ITEM_TOWER):
+        path = os.path.join(export_dir, name)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise InputError(f"{path}: no SavedModel (saved_model.pb) found")
+    return metadata
+
+
 def _load_signature(export_dir: str, name: str, inputs: tuple[str, ...]):
     """(serving_default signature, loaded object) of SavedModel `export_dir/name`."""
+    tf = _tf()
     path = os.path.join(export_dir, name)
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        raise InputError(f"{path}: no SavedModel (saved_model.pb) found")
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:  # noqa: BLE001  (TF raises many types for a corrupt model)
@@ -144,12 +165,7 @@ def _load_signature(export_dir: str, name: str, inputs: tuple[str, ...]):
 
 def load_export(export_dir: str) -> Export:
     """Load `user_tower/`, `item_tower/` and `metadata.json` of an export folder."""
-    if not export_dir:
-        raise InputError("--export_dir: required (a folder holding user_tower/, item_tower/ "
-                         "and metadata.json)")
-    if not os.path.isdir(export_dir):
-        raise InputError(f"{export_dir}: export folder not found (--export_dir)")
-    metadata = read_metadata(export_dir)
+    metadata = check_export(export_dir)
     user_tower, user_loaded = _load_signature(export_dir, USER_TOWER, USER_INPUTS)
     item_tower, item_loaded = _load_signature(export_dir, ITEM_TOWER, ITEM_INPUTS)
     return Export(export_dir=export_dir, user_tower=user_tower, item_tower=item_tower,
@@ -167,6 +183,7 @@ def _serving(tower) -> Callable:
 def _embed(tower, inputs: dict[str, np.ndarray], n: int, name: str,
            batch_size: int, dim: int | None) -> np.ndarray:
     """Call a tower's signature over `inputs` in batches; check the [n, D] float output."""
+    tf = _tf()
     serve = _serving(tower)
     blocks = []
     for start in range(0, n, batch_size):
@@ -331,8 +348,9 @@ def protocol_override() -> tuple[str | None, int | None]:
 
 def main(argv: list[str]) -> None:
     del argv
-    export = load_export(FLAGS.export_dir)
+    check_export(FLAGS.export_dir)
     ml = data.load_movielens(data.resolve_data_dir(FLAGS.data_dir, FLAGS.download_url))
+    export = load_export(FLAGS.export_dir)
     split = split_for_export(ml, export, *protocol_override())
     with index_errors_as_input_errors():
         result, _ = evaluate_export(export, ml, split, FLAGS.k, FLAGS.exclude_seen, FLAGS.index,

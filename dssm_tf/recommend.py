@@ -19,6 +19,8 @@ prints::
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from dssm_tf import data, errors, evaluate
@@ -41,7 +43,7 @@ def recommend(export: evaluate.Export, ml: MovieLens, split: Split, user: int, k
 
 
 def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "~"
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def format_table(ml: MovieLens, movies: np.ndarray, scores: np.ndarray) -> str:
@@ -65,12 +67,13 @@ def main(argv: list[str]) -> None:
     del argv
     if FLAGS.user_id is None:
         raise InputError("--user_id: required (a UserID from users.dat)")
-    export = evaluate.load_export(FLAGS.export_dir)
+    evaluate.check_export(FLAGS.export_dir)  # fail fast, before TensorFlow starts
     ml = data.load_movielens(data.resolve_data_dir(FLAGS.data_dir, FLAGS.download_url))
     user = int(ml.user_index([FLAGS.user_id])[0])
     if user < 0:
         raise InputError(f"--user_id={FLAGS.user_id}: no such UserID in "
-                         f"{ml.data_dir.rstrip('/')}/{data.USERS}")
+                         f"{os.path.join(ml.data_dir, data.USERS)}")
+    export = evaluate.load_export(FLAGS.export_dir)
     split = evaluate.split_for_export(ml, export, *evaluate.protocol_override())
     with evaluate.index_errors_as_input_errors():
         movies, scores = recommend(export, ml, split, user, FLAGS.k, FLAGS.index,

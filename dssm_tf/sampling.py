@@ -135,7 +135,7 @@ class FrequencySampler(Sampler):
 
     def sample(self, shape, seed):
         seeds = tf.random.experimental.stateless_split(seed, 3)
-        size = tf.reduce_prod(shape)
+        size = tf.cast(tf.reduce_prod(shape), tf.int32)
         frequent = tf.gather(self._frequent, tf.random.stateless_categorical(
             self._logits, size, seeds[0])[0])
         rare = tf.gather(self._rare, tf.random.stateless_uniform(

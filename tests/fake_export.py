@@ -13,8 +13,12 @@ the same scores in numpy (`FakeModel.user_embeddings` / `FakeModel.item_embeddin
 Unknown raw ids (users, movies, genres, genders) look up row 0, the out-of-vocabulary row, as a
 real export must: they never crash. Genre row 0 is zero, so an unknown genre adds nothing.
 
+`write_tiny_movielens` writes a small ML-1M-format folder (``::`` separators, latin-1 titles,
+timestamps on both sides of the time-split cutoff) to evaluate the fake export on.
+
 Usage::
 
+    ml = data.load_movielens(write_tiny_movielens(tmp_path / "ml"))
     model = build_fake_export(tmp_path / "export", ml, dim=16, history_length=5,
                               protocol="time_split")
     model.user_embeddings(user_ids, genders, ages, occupations, raw_history)   # numpy
@@ -201,6 +205,53 @@ def save_fake_export(model: FakeModel, export_dir, history_length: int = 5,
     with open(os.path.join(export_dir, "metadata.json"), "w") as f:
         json.dump(metadata, f, indent=2, sort_keys=True)
     return export_dir
+
+
+GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+          "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+          "Thriller", "War", "Western")
+
+
+def write_tiny_movielens(folder, num_users: int = 40, num_movies: int = 80,
+                         seed: int = 0) -> str:
+    """A small ML-1M-format data set; raw ids are not contiguous (user 3i+2, movie 7j+3).
+
+    Per-user rating counts vary from a handful to almost the whole catalogue (users 0 and 1
+    rate all but 3 movies), so seen-item exclusion removes more than K items for some users.
+    Timestamps straddle `protocols.DEFAULT_CUTOFF` and repeat within users (ties by file
+    order). The last movie is never rated and the one before it only after the cutoff, so
+    neither is a candidate under the time split.
+    """
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    user_ids = 3 * np.arange(num_users) + 2
+    movie_ids = 7 * np.arange(num_movies) + 3
+    with open(os.path.join(folder, "users.dat"), "w", encoding="latin-1") as f:
+        for i, uid in enumerate(user_ids):
+            f.write(f"{uid}::{'FM'[i % 2]}::{[1, 18, 25, 35, 45, 50, 56][i % 7]}::"
+                    f"{i % 21}::{10000 + i}\n")
+    with open(os.path.join(folder, "movies.dat"), "w", encoding="latin-1") as f:
+        for j, mid in enumerate(movie_ids):
+            title = "Café Society (1995)" if j == 1 else f"Movie {j}, The ({1950 + j % 50})"
+            genres = "|".join(sorted(rng.choice(GENRES, size=1 + j % 3, replace=False)))
+            f.write(f"{mid}::{title}::{genres}\n")
+    cutoff = protocols.DEFAULT_CUTOFF
+    rows = []
+    for i, uid in enumerate(user_ids):
+        rated = num_movies - 3 if i < 2 else int(rng.integers(4, num_movies // 2))
+        movies = rng.choice(num_movies - 2, size=rated, replace=False)
+        if i == 2:
+            movies = np.append(movies[:-1], num_movies - 2)  # the only rating of that movie
+        stamps = cutoff + rng.integers(-400, 200, size=rated) * 3600
+        stamps[rng.random(rated) < 0.2] = stamps[0]  # ties
+        if i == 2:
+            stamps[-1] = cutoff + 1
+        for movie, stamp in zip(movies, stamps):
+            rows.append(f"{uid}::{movie_ids[movie]}::{int(rng.integers(1, 6))}::{stamp}\n")
+    with open(os.path.join(folder, "ratings.dat"), "w", encoding="latin-1") as f:
+        f.writelines(rows)
+    return folder
 
 
 def build_fake_export(export_dir, ml, dim: int = 16, history_length: int = 5,

@@ -51,11 +51,9 @@ def test_item_similarity_by_hand():
     np.testing.assert_allclose(sim, want, atol=1e-5)
 
 
-def test_item_similarity_ignores_rating_multiplicity():
-    # A duplicated entry (summed to 2) must weigh the same as a binary 1 once `seen` is binary.
-    split_like = SEEN.copy()
-    np.testing.assert_allclose(itemcf.item_similarity(split_like),
-                               itemcf.item_similarity(SEEN.toarray()), atol=1e-6)
+def test_item_similarity_accepts_dense_input():
+    np.testing.assert_allclose(itemcf.item_similarity(SEEN.toarray()),
+                               itemcf.item_similarity(SEEN), atol=1e-7)
 
 
 def test_top_neighbors_by_hand():
@@ -67,6 +65,8 @@ def test_top_neighbors_by_hand():
     two = itemcf.top_neighbors(sim, 2).toarray()
     # Only positive similarities are kept: D has a single neighbour.
     assert [tuple(np.flatnonzero(row)) for row in two] == [(B, C), (A, C), (B, D), (C,), ()]
+    assert itemcf.top_neighbors(sim, 2).nnz == 7  # no explicit zeros stored
+    assert itemcf.top_neighbors(sim, 50).nnz == 8
     # Asking for more neighbours than movies keeps every positive similarity.
     np.testing.assert_allclose(itemcf.top_neighbors(sim, 50).toarray(), sim, atol=1e-6)
 
@@ -98,16 +98,20 @@ def test_itemcf_scorer_by_hand(tmp_path):
     # u3 (history C, D): A <- w_CA, B <- w_CB, C <- w_DC, D <- w_CD.
     np.testing.assert_allclose(scores, [[W_AB, W_AB, W_AC + W_BC, 0, 0],
                                         [W_AC, W_BC, W_CD, W_CD, 0]], atol=1e-5)
-    # Seen excluded, the expected movie ranks first for both users.
-    top = evaluation.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 2,
+    # Seen excluded, the expected movie ranks first for both users; D and E are never rated
+    # by u0's neighbours, but D (a training movie) is still a candidate, E (no training
+    # rating) is not.
+    top = evaluation.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 3,
                                      exclude_seen=True)
-    np.testing.assert_array_equal(top, [[C, -1], [B, A]])  # D: score 0 but still a candidate?
+    np.testing.assert_array_equal(top, [[C, D, -1], [B, A, -1]])
     got = evaluation.evaluate_scorer(split, itemcf.itemcf_scorer(split), 1, exclude_seen=True)
     assert got["recall@1"] == 1.0 and got["n_test_users"] == 2
-    # Seed's protocol: u0's seen A and B (0.666) outrank C (0.838)? No: C is higher, still
-    # first; u3's seen C and D (0.5255) rank below B (0.5439), so B is still first.
-    got = evaluation.evaluate_scorer(split, itemcf.itemcf_scorer(split), 1, exclude_seen=False)
-    assert got["recall@1"] == 1.0
+    # Seed's protocol: seen movies stay in. u0: C (0.838) then A, B (0.666 each);
+    # u3: B (0.544) then C, D (0.526 each), then A (0.294).
+    top = evaluation.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 4,
+                                     exclude_seen=False)
+    assert top[0, 0] == C and set(top[0, 1:3]) == {A, B} and top[0, 3] == D
+    assert top[1, 0] == B and set(top[1, 1:3]) == {C, D} and top[1, 3] == A
 
 
 def test_itemcf_neighbors_limit(tmp_path):

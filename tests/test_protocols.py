@@ -80,6 +80,15 @@ def test_leave_last_one_out_tie_broken_by_file_order(tmp_path, reverse):
     assert history == [1, late[0][1]]
 
 
+def test_seen_is_binary_with_repeated_ratings(tmp_path):
+    # User 1 rated movie 2 twice before the cutoff: seen stays 1, the count is 2.
+    ratings = [(1, 2, 3, 100), (1, 2, 5, 200), (1, 1, 4, CUTOFF), (2, 2, 4, 300)]
+    split = make_split(data.load_movielens(write_movielens(tmp_path, ratings=ratings)),
+                       TIME_SPLIT)
+    assert split.seen.toarray().tolist() == [[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
+    np.testing.assert_array_equal(split.movie_counts, [0, 3, 0, 0])
+
+
 def test_time_split_without_test_ratings_fails(tiny_ml):
     with pytest.raises(InputError, match=r"no test ratings.*--cutoff=4000000000"):
         make_split(tiny_ml, TIME_SPLIT, cutoff=4_000_000_000)
