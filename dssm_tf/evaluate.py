@@ -287,15 +287,18 @@ def evaluate_export(export_dir: str | Export, ml: MovieLens, split: Split, k: in
     return result, top
 
 
-def split_for_export(ml: MovieLens, export: Export, protocol: str | None = None,
+def split_for_export(ml: MovieLens, export: Export | dict, protocol: str | None = None,
                      cutoff: int | None = None, warn=None) -> Split:
     """The split the export was trained under, unless `protocol`/`cutoff` override it.
 
-    `warn(message)` is called when an override differs from `metadata.json` (test ratings of
-    one protocol can be training ratings of the other: the metrics would be optimistic).
+    `export` is a loaded `Export` or its metadata dict (`check_export`). `warn(message)` is
+    called when an override differs from `metadata.json` (test ratings of one protocol can be
+    training ratings of the other: the metrics would be optimistic).
     """
     warn = warn or (lambda message: sys.stderr.write(f"warning: {message}\n"))
-    trained_protocol, trained_cutoff = export.protocol, export.cutoff
+    metadata = export.metadata if isinstance(export, Export) else export
+    trained_protocol = metadata.get("protocol")
+    trained_cutoff = metadata.get("cutoff", metadata.get("train_cutoff"))
     chosen = protocol or trained_protocol or protocols.TIME_SPLIT
     chosen_cutoff = cutoff if cutoff is not None else (trained_cutoff or
                                                        protocols.DEFAULT_CUTOFF)
@@ -306,7 +309,7 @@ def split_for_export(ml: MovieLens, export: Export, protocol: str | None = None,
           and chosen_cutoff != trained_cutoff):
         warn(f"the export was trained with --cutoff={trained_cutoff}; evaluating with "
              f"{chosen_cutoff} can count training ratings as test ratings")
-    checksums = export.metadata.get("checksums")
+    checksums = metadata.get("checksums")
     if isinstance(checksums, dict) and checksums:
         differ = sorted(n for n, s in checksums.items() if n in ml.checksums
                         and ml.checksums[n] != s)
@@ -316,13 +319,16 @@ def split_for_export(ml: MovieLens, export: Export, protocol: str | None = None,
     return protocols.make_split(ml, chosen, chosen_cutoff)
 
 
-def index_params_from_flags() -> dict:
-    """faiss index parameters from --nlist, --nprobe, --hnsw_m and --ef_search."""
+def index_params_from_flags(split: Split) -> dict:
+    """faiss index parameters from --nlist, --nprobe, --hnsw_m and --ef_search, checked against
+    the split's number of candidate movies (InputError naming the flag)."""
+    given = {}
     if FLAGS.index == "ivf":
-        return {"nlist": FLAGS.nlist, "nprobe": FLAGS.nprobe}
-    if FLAGS.index == "hnsw":
-        return {"hnsw_m": FLAGS.hnsw_m, "ef_search": FLAGS.ef_search}
-    return {}
+        given = {"nlist": FLAGS.nlist, "nprobe": FLAGS.nprobe}
+    elif FLAGS.index == "hnsw":
+        given = {"hnsw_m": FLAGS.hnsw_m, "ef_search": FLAGS.ef_search}
+    with index_errors_as_input_errors():
+        return retrieval.index_params(FLAGS.index, int(split.candidates.sum()), **given)
 
 
 @contextlib.contextmanager
@@ -348,14 +354,15 @@ def protocol_override() -> tuple[str | None, int | None]:
 
 def main(argv: list[str]) -> None:
     del argv
-    check_export(FLAGS.export_dir)
+    # Everything that can be checked without TensorFlow is, first: bad input fails fast, in
+    # one line, before TensorFlow's start-up messages.
+    metadata = check_export(FLAGS.export_dir)
     ml = data.load_movielens(data.resolve_data_dir(FLAGS.data_dir, FLAGS.download_url))
+    split = split_for_export(ml, metadata, *protocol_override())
+    params = index_params_from_flags(split)
     export = load_export(FLAGS.export_dir)
-    split = split_for_export(ml, export, *protocol_override())
-    with index_errors_as_input_errors():
-        result, _ = evaluate_export(export, ml, split, FLAGS.k, FLAGS.exclude_seen, FLAGS.index,
-                                    index_params=index_params_from_flags(),
-                                    batch_size=FLAGS.embed_batch_size)
+    result, _ = evaluate_export(export, ml, split, FLAGS.k, FLAGS.exclude_seen, FLAGS.index,
+                                index_params=params, batch_size=FLAGS.embed_batch_size)
     evaluation.report(result, FLAGS.output)
 
 

@@ -86,6 +86,8 @@ flags.DEFINE_float("temperature", 1.0, "bce/inbatch: logits = score / temperatur
                    lower_bound=1e-6)
 flags.DEFINE_float("margin", 0.5, "triplet: margin.", lower_bound=0.0)
 flags.DEFINE_float("gamma", 20.0, "softmax: logits = gamma * score.", lower_bound=1e-6)
+flags.DEFINE_float("logq_weight", 1.0, "inbatch: weight of the logQ correction (1 = full, "
+                   "0 = none).", lower_bound=0.0)
 
 
 def _positive_ints(values: list[str]) -> bool:
@@ -122,3 +124,24 @@ flags.DEFINE_integer("embed_batch_size", 4096,
                      "evaluate/recommend: rows per call of a tower's serving signature.",
                      lower_bound=1)
 # --- end export-side block ---------------------------------------------------------------------
+
+# --- Benchmark and speed block (python -m dssm_tf.benchmark / dssm_tf.speed) -------------------
+flags.DEFINE_string("out", "bench", "benchmark: output folder for results.md, results.json, "
+                    "recall_at_k.png and runs/<config>/<protocol>/seed<S>/.")
+flags.DEFINE_integer("seeds", 3, "benchmark: training runs per config and protocol "
+                     "(seeds 0..N-1).", lower_bound=1)
+flags.DEFINE_list("configs", None, "benchmark: config names X of <configs_dir>/X.flags "
+                  "(default: every *.flags file there).")
+flags.DEFINE_string("configs_dir", None, "benchmark: folder of the config flagfiles "
+                    "(default: configs/ next to the dssm_tf package).")
+flags.DEFINE_list("protocols", list(protocols.PROTOCOLS), "benchmark: protocols to run.")
+flags.DEFINE_integer("max_k", 200, "benchmark: recall@K curves for K = 1..max_k.",
+                     lower_bound=1)
+flags.DEFINE_boolean("reuse", False, "benchmark: reuse a run whose metrics.json exists and "
+                     "whose command and config are unchanged (resume a long benchmark).")
+flags.DEFINE_integer("jobs", 1, "benchmark: training subprocesses run at once (>1 distorts "
+                     "the time and memory figures).", lower_bound=1)
+flags.DEFINE_integer("speed_batches", 200, "speed: input-pipeline batches timed.",
+                     lower_bound=1)
+flags.DEFINE_integer("speed_steps", 100, "speed: training steps timed.", lower_bound=1)
+# --- end benchmark and speed block -------------------------------------------------------------

@@ -89,19 +89,23 @@ class InBatchSoftmax(keras.layers.Layer):
 
     The sampling probability of a candidate is the mixture actually used: batch positives follow
     the training distribution (`train_probabilities`), the extra negatives `negative_probabilities`.
+    `logq_weight` scales the correction (1 = full logQ, 0 = none).
     """
 
     def __init__(self, movie_ids: np.ndarray, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
-                 batch_size: int = 1, num_negatives: int = 0, **kwargs):
+                 batch_size: int = 1, num_negatives: int = 0, logq_weight: float = 1.0,
+                 **kwargs):
         super().__init__(**kwargs)
         share = num_negatives / (batch_size + num_negatives)
         mix = np.asarray(train_probabilities, np.float64) * (1 - share)
         if num_negatives:
             mix = mix + share * np.asarray(negative_probabilities, np.float64)
         self.lookup = keras.layers.IntegerLookup(vocabulary=list(movie_ids))
-        # Index 0 is the out-of-vocabulary row; it gets the smallest probability.
-        self.probability = tf.constant(np.concatenate([[mix[mix > 0].min()], mix]), tf.float32)
+        # Index 0 is the out-of-vocabulary row; it gets the smallest probability. Retrieval
+        # subtracts log(probability): `logq_weight` < 1 keeps part of the popularity signal.
+        mix = np.concatenate([[mix[mix > 0].min()], np.maximum(mix, mix[mix > 0].min())])
+        self.probability = tf.constant(mix ** logq_weight, tf.float32)
         self.task = tfrs.tasks.Retrieval(
             loss=keras.losses.CategoricalCrossentropy(from_logits=True),
             temperature=temperature, remove_accidental_hits=True)

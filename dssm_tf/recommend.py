@@ -30,6 +30,7 @@ from dssm_tf.errors import InputError
 from dssm_tf.protocols import Split
 
 FLAGS = cli.FLAGS
+DEFAULT_K = 10  # --k is shared with evaluate (default 50); recommend lists 10 unless told
 _TITLE_WIDTH = 50
 
 
@@ -67,17 +68,17 @@ def main(argv: list[str]) -> None:
     del argv
     if FLAGS.user_id is None:
         raise InputError("--user_id: required (a UserID from users.dat)")
-    evaluate.check_export(FLAGS.export_dir)  # fail fast, before TensorFlow starts
+    metadata = evaluate.check_export(FLAGS.export_dir)  # fail fast, before TensorFlow starts
     ml = data.load_movielens(data.resolve_data_dir(FLAGS.data_dir, FLAGS.download_url))
     user = int(ml.user_index([FLAGS.user_id])[0])
     if user < 0:
         raise InputError(f"--user_id={FLAGS.user_id}: no such UserID in "
                          f"{os.path.join(ml.data_dir, data.USERS)}")
+    split = evaluate.split_for_export(ml, metadata, *evaluate.protocol_override())
+    params = evaluate.index_params_from_flags(split)
     export = evaluate.load_export(FLAGS.export_dir)
-    split = evaluate.split_for_export(ml, export, *evaluate.protocol_override())
-    with evaluate.index_errors_as_input_errors():
-        movies, scores = recommend(export, ml, split, user, FLAGS.k, FLAGS.index,
-                                   evaluate.index_params_from_flags())
+    k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
+    movies, scores = recommend(export, ml, split, user, k, FLAGS.index, params)
     person = ml.users.iloc[user]
     n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
     print(f"Top {len(movies)} for user {FLAGS.user_id} ({person.gender}, age {person.age}, "

@@ -6,7 +6,10 @@ model uses cosine similarity), so every index uses ``METRIC_INNER_PRODUCT``:
 - ``flat``: ``IndexFlatIP``, exact (the default);
 - ``ivf``: ``IndexIVFFlat`` over a flat inner-product quantizer, ``nlist`` lists, ``nprobe``
   probed per query;
-- ``hnsw``: ``IndexHNSWFlat`` with ``M`` links per node and ``efSearch`` candidates per query.
+- ``hnsw``: ``IndexHNSWFlat`` with ``M`` links per node and ``efSearch`` candidates per query
+  (raised to the search depth; searches deeper than a quarter of the items, i.e. users who have
+  seen a large part of the catalogue, scan the index's stored vectors exactly instead: a graph
+  walk that deep costs more than the scan).
 
 Only the movies that can be recommended go into the index; ``item_ids[row]`` maps a faiss row
 back to its movie index.
@@ -37,6 +40,7 @@ DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
 _BUCKET_GROWTH = 1.25   # a bucket's depth is at most ~25% above its shallowest member's need
+_HNSW_SCAN_FRACTION = 4  # HNSW searches deeper than 1/4 of the items scan them exhaustively
 _CHUNK_ROWS = 4096      # rows per dense exclusion mask (4096 x 3706 bools = 15 MB)
 
 
@@ -54,6 +58,35 @@ def default_nlist(num_items: int) -> int:
     return max(1, min(int(round(math.sqrt(num_items))), num_items // 39))
 
 
+def index_params(kind: str, num_items: int, *, nlist: int | None = None,
+                 nprobe: int | None = None, hnsw_m: int | None = None,
+                 ef_search: int | None = None, ef_construction: int | None = None) -> dict:
+    """Check the parameters of a `kind` index over `num_items` items and fill in defaults.
+
+    Raises ValueError whose message starts with the parameter's name (as the flags are named).
+    """
+    if kind == "flat":
+        return {}
+    if kind == "ivf":
+        lists = default_nlist(num_items) if nlist is None else int(nlist)
+        if not 1 <= lists <= num_items:
+            raise ValueError(f"nlist: expected 1..{num_items} (the number of items), got {lists}")
+        probes = max(1, lists // 4) if nprobe is None else int(nprobe)
+        if not 1 <= probes <= lists:
+            raise ValueError(f"nprobe: expected 1..{lists} (nlist), got {probes}")
+        return {"nlist": lists, "nprobe": probes}
+    if kind == "hnsw":
+        params = {"hnsw_m": DEFAULT_HNSW_M if hnsw_m is None else int(hnsw_m),
+                  "ef_search": DEFAULT_EF_SEARCH if ef_search is None else int(ef_search),
+                  "ef_construction": (DEFAULT_EF_CONSTRUCTION if ef_construction is None
+                                      else int(ef_construction))}
+        for name, low in (("hnsw_m", 2), ("ef_search", 1), ("ef_construction", 1)):
+            if params[name] < low:
+                raise ValueError(f"{name}: expected at least {low}, got {params[name]}")
+        return params
+    raise ValueError(f"index kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+
+
 def build_index(item_embeddings, kind: str = "flat", *, nlist: int | None = None,
                 nprobe: int | None = None, hnsw_m: int | None = None,
                 ef_search: int | None = None, ef_construction: int | None = None,
@@ -62,48 +95,45 @@ def build_index(item_embeddings, kind: str = "flat", *, nlist: int | None = None
 
     `kind` is "flat" (exact), "ivf" (`nlist` lists, default ~sqrt(n); `nprobe` probed, default
     nlist/4) or "hnsw" (`hnsw_m` links, default 32; `ef_search`, default 64, is raised to the
-    search depth when a search asks for more).
+    search depth when a search asks for more; `ef_construction`, default 80).
     """
     items = _as_matrix(item_embeddings, "item_embeddings")
     num_items, dim = items.shape
     if num_items == 0:
         raise ValueError("item_embeddings: no items to index")
+    params = index_params(kind, num_items, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m,
+                          ef_search=ef_search, ef_construction=ef_construction)
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
-        lists = default_nlist(num_items) if nlist is None else int(nlist)
-        if not 1 <= lists <= num_items:
-            raise ValueError(f"nlist: expected 1..{num_items} (the number of items), got {lists}")
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(dim)  # the Python wrapper keeps it alive with the index
+        index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.cp.min_points_per_centroid = 1  # small catalogues: no warning, still correct
         index.train(items)
-        index.nprobe = max(1, lists // 4) if nprobe is None else int(nprobe)
-        if not 1 <= index.nprobe <= lists:
-            raise ValueError(f"nprobe: expected 1..{lists} (nlist), got {index.nprobe}")
-    elif kind == "hnsw":
-        links = DEFAULT_HNSW_M if hnsw_m is None else int(hnsw_m)
-        if links < 2:
-            raise ValueError(f"hnsw_m: expected at least 2, got {links}")
-        index = faiss.IndexHNSWFlat(dim, links, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = (DEFAULT_EF_CONSTRUCTION if ef_construction is None
-                                     else int(ef_construction))
-        index.hnsw.efSearch = DEFAULT_EF_SEARCH if ef_search is None else int(ef_search)
-        if index.hnsw.efSearch < 1:
-            raise ValueError(f"ef_search: expected at least 1, got {index.hnsw.efSearch}")
+        index.nprobe = params["nprobe"]
     else:
-        raise ValueError(f"index kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+        index = faiss.IndexHNSWFlat(dim, params["hnsw_m"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params["ef_construction"]
+        index.hnsw.efSearch = params["ef_search"]
     index.add(items)
     return index
 
 
-def _raw_search(index: faiss.Index, queries: np.ndarray, depth: int):
-    """faiss search `depth` deep; HNSW's efSearch is raised to `depth` so it can fill the list."""
+def _raw_search(index: faiss.Index, queries: np.ndarray, depth: int, exhaustive: bool = False):
+    """faiss search `depth` deep. HNSW's efSearch is raised to `depth` so it can fill the list;
+    `exhaustive` makes IVF probe every list."""
     hnsw = getattr(index, "hnsw", None)
+    if hnsw is not None and depth * _HNSW_SCAN_FRACTION > index.ntotal:
+        # A graph walk this deep visits most nodes anyway: scan the stored vectors instead.
+        return faiss.downcast_index(index.storage).search(queries, depth)
     if hnsw is not None and hnsw.efSearch < depth:
         params = faiss.SearchParametersHNSW()
         params.efSearch = depth
+        return index.search(queries, depth, params=params)
+    if exhaustive and isinstance(index, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF()
+        params.nprobe = index.nlist
         return index.search(queries, depth, params=params)
     return index.search(queries, depth)
 
@@ -126,6 +156,9 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
     user's seen movies before the top `k` is taken. `item_ids[row]` is the movie index of faiss
     row `row` (default: the row itself). With `return_scores`, also returns the [n, k] float32
     inner products (-inf where padded).
+
+    Lists are only shorter than `k` when fewer allowed items exist. (An IVF row whose probed
+    lists ran out of allowed items is searched again probing every list.)
     """
     if k < 1:
         raise ValueError(f"k: expected at least 1, got {k}")
@@ -144,32 +177,44 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
         return (top, scores) if return_scores else top
 
     if exclude is None:
-        buckets = [np.arange(n)]
         need = np.zeros(n, np.int64)
     else:
         exclude = sp.csr_matrix(exclude)
         if exclude.shape[0] != n:
             raise ValueError(f"exclude: {exclude.shape[0]} rows for {n} users")
-        if len(item_ids) and exclude.shape[1] <= item_ids.max():
+        if exclude.shape[1] <= item_ids.max():
             raise ValueError(f"exclude: {exclude.shape[1]} columns, item_ids go up to "
                              f"{item_ids.max()}")
-        exclude.eliminate_zeros()
         # Only excluded movies that are in the index can take a place in a faiss result list.
         need = np.asarray((exclude[:, item_ids] != 0).sum(axis=1)).ravel().astype(np.int64)
-        buckets = _buckets(need)
 
-    for bucket in buckets:
-        depth = int(min(k + need[bucket].max(), total))
-        for start in range(0, len(bucket), _CHUNK_ROWS):
-            rows = bucket[start:start + _CHUNK_ROWS]
-            found_scores, labels = _raw_search(index, queries[rows], depth)
-            movies = np.where(labels >= 0, item_ids[np.maximum(labels, 0)], -1)
-            keep = movies >= 0
-            if exclude is not None and need[rows].any():
-                seen = exclude[rows].astype(bool).toarray()
-                keep &= ~seen[np.arange(len(rows))[:, None], np.maximum(movies, 0)]
-            rank = np.cumsum(keep, axis=1) - 1
-            r, c = np.nonzero(keep & (rank < k))
-            top[rows[r], rank[r, c]] = movies[r, c]
-            scores[rows[r], rank[r, c]] = found_scores[r, c]
+    def fill(rows_subset: np.ndarray, exhaustive: bool = False) -> None:
+        for bucket in _buckets(need[rows_subset]) if exclude is not None else [None]:
+            group = rows_subset if bucket is None else rows_subset[bucket]
+            depth = int(min(k + need[group].max(), total))
+            for start in range(0, len(group), _CHUNK_ROWS):
+                _fill_rows(index, queries, group[start:start + _CHUNK_ROWS], depth, k,
+                           exclude, item_ids, top, scores, exhaustive)
+
+    fill(np.arange(n))
+    if isinstance(index, faiss.IndexIVF):
+        short = np.flatnonzero((top >= 0).sum(axis=1) < np.minimum(k, total - need))
+        if len(short):
+            top[short], scores[short] = -1, -np.inf
+            fill(short, exhaustive=True)
     return (top, scores) if return_scores else top
+
+
+def _fill_rows(index, queries, rows, depth, k, exclude, item_ids, top, scores,
+               exhaustive) -> None:
+    """Search `rows` `depth` deep; write each one's first `k` allowed items into top/scores."""
+    found_scores, labels = _raw_search(index, queries[rows], depth, exhaustive)
+    movies = np.where(labels >= 0, item_ids[np.maximum(labels, 0)], -1)
+    keep = movies >= 0
+    if exclude is not None:
+        seen = exclude[rows].astype(bool).toarray()
+        keep &= ~seen[np.arange(len(rows))[:, None], np.maximum(movies, 0)]
+    rank = np.cumsum(keep, axis=1) - 1
+    r, c = np.nonzero(keep & (rank < k))
+    top[rows[r], rank[r, c]] = movies[r, c]
+    scores[rows[r], rank[r, c]] = found_scores[r, c]

@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from dssm_tf.data import MovieLens
+from dssm_tf.errors import InputError
 from dssm_tf.protocols import Split
 
 SAMPLERS = ("uniform", "frequency", "inbatch")
@@ -123,7 +124,9 @@ class FrequencySampler(Sampler):
         self.frequent = np.flatnonzero(counts >= min_count)
         self.rare = np.flatnonzero((counts > 0) & (counts < min_count))
         if len(self.frequent) == 0:
-            raise ValueError(f"no movie has >= {min_count} training ratings")
+            # A flag/data mismatch (exit 2 from the CLI), not a crash.
+            raise InputError(f"--frequent_min_count={min_count}: no movie has that many "
+                             f"training ratings (the most rated has {int(counts.max(initial=0))})")
         # With no rare movie, every draw comes from the frequent ones.
         self.share = frequent_share if len(self.rare) else 1.0
         self.weights = counts[self.frequent].astype(np.float64) ** power

@@ -39,6 +39,7 @@ TRAINING_FLAGS = (
     "mixed_precision", "steps_per_execution", "embedding_dim", "hidden_units", "activation",
     "output_activation", "dropout", "similarity", "embedding_l2", "initializer", "feature_dim",
     "user_features", "item_features", "history_length", "temperature", "margin", "gamma",
+    "logq_weight",
     "protocol", "cutoff")
 
 
@@ -76,7 +77,8 @@ def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> kera
         **({"movie_ids": ml.movies.movie_id.to_numpy(),
             "train_probabilities": counts / counts.sum(),
             "negative_probabilities": sampler.probabilities(),
-            "batch_size": FLAGS.batch_size, "num_negatives": FLAGS.num_negatives}
+            "batch_size": FLAGS.batch_size, "num_negatives": FLAGS.num_negatives,
+            "logq_weight": FLAGS.logq_weight}
            if FLAGS.loss == "inbatch" else {}))
 
 

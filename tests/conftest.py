@@ -6,7 +6,10 @@ points at a folder holding the GroupLens ML-1M files.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -64,3 +67,57 @@ def real_data_dir() -> str:
 def real_ml(real_data_dir) -> data.MovieLens:
     """The real ML-1M, parsed once per session."""
     return data.load_movielens(real_data_dir)
+
+
+# --- Subprocess runs of the commands, and one trained model shared by the training tests ------
+
+def command_env(tmp_path, **extra) -> dict:
+    """Environment for `python -m dssm_tf.<command>`: repo on PYTHONPATH, unbuffered output,
+    and an offline-safe HOME / default data folder inside `tmp_path`."""
+    return dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1",
+                HOME=str(tmp_path / "home"), DSSM_TF_DATA_DIR=str(tmp_path / "default-data"),
+                **extra)
+
+
+def run_command(command: str, *args: str, tmp_path, timeout: float = 300):
+    """Run `python -m dssm_tf.<command> args...` from the repo root; a CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", f"dssm_tf.{command}", *args], cwd=REPO_ROOT,
+                          env=command_env(tmp_path), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# A small structured data set a tiny two-tower model learns in seconds (see trained_run).
+TRAIN_DATA = dict(n_users=200, n_movies=120, seed=0)
+TRAIN_K = 10
+TRAIN_ARGS = ("--loss=bce", "--epochs=6", "--batch_size=64", "--embedding_dim=16",
+              "--hidden_units=16", "--feature_dim=4", "--history_length=5", "--user_features",
+              "--item_features", f"--k={TRAIN_K}", "--seed=0", "--verbose=false")
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """What `python -m dssm_tf.train` left behind (read-only for tests)."""
+
+    data: synthetic.Synthetic
+    model_dir: str
+    proc: subprocess.CompletedProcess
+    metrics: dict
+
+    @property
+    def export_dir(self) -> str:
+        return os.path.join(self.model_dir, "export")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> TrainedRun:
+    """One end-to-end `train` run (subprocess, ~20 s) on planted-structure synthetic data,
+    with history and user/item features, k=TRAIN_K. Shared by test_train and test_export."""
+    root = tmp_path_factory.mktemp("trained")
+    synth = synthetic.make_dataset(root / "data", **TRAIN_DATA)
+    model_dir = str(root / "model")
+    proc = run_command("train", f"--data_dir={synth.folder}", f"--model_dir={model_dir}",
+                       *TRAIN_ARGS, tmp_path=root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    return TrainedRun(data=synth, model_dir=model_dir, proc=proc, metrics=metrics)

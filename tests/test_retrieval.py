@@ -141,6 +141,18 @@ def test_approximate_indexes_valid_and_close(kind, params):
         assert (top >= 0).all()
 
 
+def test_ivf_lists_are_never_short_and_exhaustive_ivf_is_exact(problem):
+    users, items, item_ids, exclude = problem
+    ref, scores = brute_force(users, items, item_ids, 25, exclude)
+    sparse_probe = retrieval.build_index(items, "ivf", nlist=8, nprobe=1)
+    top = retrieval.search(sparse_probe, users, 25, exclude=exclude, item_ids=item_ids)
+    assert_valid(top, item_ids, exclude)
+    np.testing.assert_array_equal((top >= 0).sum(axis=1), (ref >= 0).sum(axis=1))
+    exhaustive = retrieval.build_index(items, "ivf", nlist=8, nprobe=8)
+    top = retrieval.search(exhaustive, users, 25, exclude=exclude, item_ids=item_ids)
+    assert_same_lists(top, ref, scores)
+
+
 def test_bad_arguments():
     items = np.ones((10, 4), np.float32)
     with pytest.raises(ValueError, match="index kind"):

@@ -1,0 +1,216 @@
+"""SavedModel export: raw-id round trip without dssm_tf, metadata, atomicity, `evaluate` CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import tensorflow as tf
+
+from dssm_tf import data, evaluate, export, protocols
+from dssm_tf.towers import TowerConfig, build_towers
+from tests import synthetic
+from tests.conftest import TRAIN_K, run_command
+
+L = 4
+
+
+@pytest.fixture(scope="module")
+def ml(synthetic_session):
+    return data.load_movielens(synthetic_session.folder)
+
+
+def _towers(ml, **overrides):
+    tf.keras.utils.set_random_seed(1)
+    config = dict(embedding_dim=8, hidden_units=(12, 6), feature_dim=4, history_length=L,
+                  user_features=True, item_features=True, similarity="dot")
+    config.update(overrides)
+    return build_towers(TowerConfig(**config), ml)
+
+
+def _user_inputs(ml, history):
+    n = len(history)
+    users = ml.users.iloc[np.arange(n) % ml.num_users]
+    user_ids = users.user_id.to_numpy(np.int64).copy()
+    user_ids[-1] = 987_654  # an unknown user
+    return {"user_id": user_ids, "gender": users.gender.to_numpy(str).astype(object),
+            "age": users.age.to_numpy(np.int64),
+            "occupation": users.occupation.to_numpy(np.int64), "history": history}
+
+
+ROUND_TRIP = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    inputs = np.load(sys.argv[1], allow_pickle=True)
+    user = tf.saved_model.load(sys.argv[2] + "/user_tower").signatures["serving_default"]
+    item = tf.saved_model.load(sys.argv[2] + "/item_tower").signatures["serving_default"]
+    out = {}
+    for width in (0, 2, 4, 7):
+        out[f"user_{width}"] = user(
+            user_id=tf.constant(inputs["user_id"]), gender=tf.constant(inputs["gender"]),
+            age=tf.constant(inputs["age"]), occupation=tf.constant(inputs["occupation"]),
+            history=tf.constant(inputs[f"history_{width}"]))["embedding"].numpy()
+    out["item"] = item(movie_id=tf.constant(inputs["movie_id"]),
+                       genres=tf.constant(inputs["genres"]))["embedding"].numpy()
+    np.savez(sys.argv[3], **out)
+    assert not [m for m in sys.modules if m.split(".")[0] == "dssm_tf"], "dssm_tf imported"
+    print(sorted(user.structured_input_signature[1]), sorted(item.structured_input_signature[1]))
+""")
+
+
+def test_export_round_trip_without_dssm_tf(ml, tmp_path):
+    user_tower, item_tower = _towers(ml)
+    export_dir = export.export_towers(user_tower, item_tower, str(tmp_path / "export"),
+                                      {"similarity": "dot", "embedding_dim": 6,
+                                       "history_length": L})
+    rng = np.random.default_rng(0)
+    movie_ids = ml.movies.movie_id.to_numpy(np.int64)
+    n = 6
+    widest = rng.choice(movie_ids, size=(n, 7)).astype(np.int64)
+    widest[0, :5] = 0           # short history, zero-padded
+    widest[1, :] = 0            # no history
+    widest[2, -1] = 999_999     # an unknown movie in the history
+    histories = {0: widest[:, :0], 2: widest[:, -2:], 4: widest[:, -4:], 7: widest}
+    users = _user_inputs(ml, widest)
+    items = {"movie_id": np.append(movie_ids[:7], 888_888),
+             "genres": np.append(ml.movies.genres.to_numpy(str)[:7],
+                                 "Unheard-of|Drama").astype(object)}
+    npz = tmp_path / "inputs.npz"
+    np.savez(npz, **{k: v for k, v in users.items() if k != "history"}, **items,
+             **{f"history_{w}": h for w, h in histories.items()})
+
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    proc = subprocess.run([sys.executable, "-c", ROUND_TRIP, str(npz), export_dir,
+                           str(tmp_path / "out.npz")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "['age', 'gender', 'history', 'occupation', 'user_id'] ['genres', 'movie_id']" \
+        in proc.stdout
+    loaded = np.load(tmp_path / "out.npz")
+
+    for width, history in histories.items():
+        features = {k: tf.constant(v) for k, v in dict(users, history=history).items()}
+        expected = user_tower(features).numpy()
+        assert np.all(np.isfinite(expected))
+        np.testing.assert_allclose(loaded[f"user_{width}"], expected, rtol=1e-5, atol=1e-6)
+    # Right-aligned with zero padding: every width that holds a user's whole history agrees.
+    np.testing.assert_allclose(loaded["user_7"][:2], loaded["user_2"][:2], rtol=1e-5)
+    np.testing.assert_allclose(loaded["user_7"], loaded["user_4"], rtol=1e-5, atol=1e-6)
+    expected = item_tower({k: tf.constant(v) for k, v in items.items()}).numpy()
+    assert loaded["item"].shape == (8, 6) and loaded["item"].dtype == np.float32
+    np.testing.assert_allclose(loaded["item"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_trained_export_metadata(trained_run):
+    export_dir = trained_run.export_dir
+    with open(os.path.join(export_dir, "metadata.json")) as f:
+        metadata = json.load(f)
+    assert metadata["similarity"] == "cosine"
+    assert metadata["embedding_dim"] == 16 and metadata["history_length"] == 5
+    assert metadata["protocol"] == "time_split"
+    assert metadata["train_cutoff"] == synthetic.CUTOFF
+    flags_used = metadata["flags"]
+    assert flags_used["loss"] == "bce" and flags_used["user_features"] is True
+    assert flags_used["hidden_units"] == ["16"] and flags_used["epochs"] == 6
+    folder = trained_run.data.folder
+    assert metadata["checksums"] == {
+        name: hashlib.md5(open(os.path.join(folder, name), "rb").read()).hexdigest()
+        for name in data.FILES}
+    assert metadata["versions"]["tensorflow"] == tf.__version__
+    # The exported towers produce what the metadata promises.
+    user = tf.saved_model.load(os.path.join(export_dir, "user_tower"))
+    out = user.signatures["serving_default"](
+        user_id=tf.constant([1, 424242], tf.int64), gender=tf.constant(["F", "M"]),
+        age=tf.constant([25, 99], tf.int64), occupation=tf.constant([3, 3], tf.int64),
+        history=tf.constant([[0, 0, 0, 1, 3], [0, 0, 0, 0, 0]], tf.int64))["embedding"]
+    assert out.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)  # cosine
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    files = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                files[os.path.relpath(path, folder)] = f.read()
+    return files
+
+
+class _FailOnCall:
+    """Stands in for tf.saved_model.save: works `ok` times, then raises."""
+
+    def __init__(self, real, ok):
+        self.real, self.ok, self.calls = real, ok, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls > self.ok:
+            raise RuntimeError("disk full (simulated)")
+        return self.real(*args, **kwargs)
+
+
+def test_export_is_atomic(ml, tmp_path, monkeypatch):
+    user_tower, item_tower = _towers(ml, hidden_units=(4,), user_features=False,
+                                     item_features=False, history_length=0)
+    parent = tmp_path / "run"
+    target = str(parent / "export")
+    export.export_towers(user_tower, item_tower, target, {"version": 1})
+    before = _snapshot(target)
+    assert {"user_tower/saved_model.pb", "item_tower/saved_model.pb", "metadata.json"} <= set(
+        before)
+
+    real_save = tf.saved_model.save
+    failing = _FailOnCall(real_save, ok=1)  # user tower saved, item tower fails
+    monkeypatch.setattr(tf.saved_model, "save", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export.export_towers(user_tower, item_tower, target, {"version": 2})
+    assert failing.calls == 2
+    assert _snapshot(target) == before          # the previous export is untouched
+    assert os.listdir(parent) == ["export"]     # no temporary folder left
+
+    # No previous export: a failure leaves nothing at all.
+    monkeypatch.setattr(tf.saved_model, "save", _FailOnCall(real_save, ok=1))
+    with pytest.raises(RuntimeError):
+        export.export_towers(user_tower, item_tower, str(tmp_path / "fresh" / "export"), {})
+    assert os.listdir(tmp_path / "fresh") == []
+
+    # A successful re-export replaces the old one whole and cleans up after itself.
+    monkeypatch.setattr(tf.saved_model, "save", real_save)
+    export.export_towers(user_tower, item_tower, target, {"version": 3})
+    assert os.listdir(parent) == ["export"]
+    with open(os.path.join(target, "metadata.json")) as f:
+        assert json.load(f) == {"version": 3}
+
+
+def test_evaluate_cli_reproduces_train_metrics(trained_run, tmp_path):
+    output = tmp_path / "evaluate.json"
+    proc = run_command("evaluate", f"--export_dir={trained_run.export_dir}",
+                       f"--data_dir={trained_run.data.folder}", f"--k={TRAIN_K}",
+                       f"--output={output}", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(output) as f:
+        evaluated = json.load(f)
+    k, trained = TRAIN_K, trained_run.metrics
+    assert (evaluated["protocol"], evaluated["k"], evaluated["exclude_seen"]) == (
+        trained["protocol"], trained["k"], trained["exclude_seen"])
+    for key in (f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}",
+                "n_test_users", "n_test_items"):
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-9, abs=1e-12), key
+    # In process, the seed's protocol (seen movies kept) matches the train run's figures too.
+    ml = data.load_movielens(trained_run.data.folder)
+    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    assert evaluated["n_test_items"] == len(split.test)
+    seed, _ = evaluate.evaluate_export(trained_run.export_dir, ml, split, k, exclude_seen=False)
+    for key in (f"recall@{k}", f"hit@{k}", f"ndcg@{k}"):
+        assert seed[key] == pytest.approx(trained[f"seed_protocol/{key}"], rel=1e-9), key
