@@ -13,5 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow logs its INFO chatter (SavedModel assets, tracing) through Python logging.
 logging.getLogger("tensorflow").setLevel(logging.WARNING)
+# faiss logs which CPU build it loads at INFO; once absl's app.run has set up logging, a lazy
+# `import faiss` would print those lines (one is a multi-line exception) on stderr.
+logging.getLogger("faiss").setLevel(logging.WARNING)
 
 __version__ = "0.1.0"

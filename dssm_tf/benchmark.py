@@ -170,7 +170,7 @@ def make_runs(configs: dict[str, str], protocol_names: list[str], seeds: int, ou
                 command = [sys.executable, "-m", "dssm_tf.train", f"--flagfile={flagfile}",
                            f"--data_dir={data_dir}", f"--protocol={protocol}",
                            f"--cutoff={FLAGS.cutoff}", f"--k={FLAGS.k}", f"--seed={seed}",
-                           f"--model_dir={model_dir}", "--verbose=false"]
+                           f"--model_dir={model_dir}", "--verbose=false", "--nobaselines"]
                 runs.append(Run(config, flagfile, protocol, seed, model_dir, command))
     return runs
 

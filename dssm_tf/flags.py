@@ -59,6 +59,8 @@ flags.DEFINE_integer("seed", 0, "Seed for shuffling, negatives, validation split
 flags.DEFINE_boolean("mixed_precision", False, "Compute in float16 (mixed_float16 policy).")
 flags.DEFINE_integer("steps_per_execution", 1, "Batches per tf.function call.", lower_bound=1)
 flags.DEFINE_boolean("verbose", True, "Show the Keras progress bar.")
+flags.DEFINE_boolean("baselines", True, "train: also evaluate popularity and itemCF on the same "
+                     "split for the summary table.")
 
 # Towers.
 flags.DEFINE_integer("embedding_dim", 64, "Id embedding size.", lower_bound=1)
@@ -79,6 +81,9 @@ flags.DEFINE_integer("feature_dim", 16, "Embedding size of gender/age/occupation
 flags.DEFINE_boolean("user_features", False, "Add gender, age, occupation to the user tower.")
 flags.DEFINE_boolean("item_features", False, "Add mean-pooled genres to the movie tower.")
 flags.DEFINE_integer("history_length", 0, "Pool the user's last L movies (0 = no history).",
+                     lower_bound=0)
+flags.DEFINE_integer("history_gap", 0, "Training: a row's history ends 0..G rows before it "
+                     "(uniform), to learn to predict further ahead than the next movie.",
                      lower_bound=0)
 
 # Loss parameters.

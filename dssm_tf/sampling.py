@@ -43,9 +43,11 @@ class FeatureTables:
     train_movie: tf.Tensor  # per training row: movie index
     user_start: tf.Tensor   # per user index: first training row
     history_length: int
+    history_gap: int = 0    # history of row p ends at p - g, g uniform in [0, history_gap]
 
     @classmethod
-    def from_split(cls, ml: MovieLens, split: Split, history_length: int) -> "FeatureTables":
+    def from_split(cls, ml: MovieLens, split: Split, history_length: int,
+                   history_gap: int = 0) -> "FeatureTables":
         users, movies = ml.users, ml.movies
         return cls(
             user_id=tf.constant(users.user_id.to_numpy(np.int64)),
@@ -58,6 +60,7 @@ class FeatureTables:
             train_movie=tf.constant(split.train.movie.to_numpy(np.int64)),
             user_start=tf.constant(split.user_offsets[:-1].astype(np.int64)),
             history_length=history_length,
+            history_gap=history_gap,
         )
 
     def user_features(self, users: tf.Tensor, history_end: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -78,10 +81,20 @@ class FeatureTables:
         return {"movie_id": tf.gather(self.movie_id, movies),
                 "genres": tf.gather(self.genres, movies)}
 
-    def interaction_features(self, rows: tf.Tensor) -> dict[str, dict[str, tf.Tensor]]:
-        """Features of training rows: the user (history = rows before it) and the positive."""
+    def interaction_features(self, rows: tf.Tensor, seed: tf.Tensor | None = None
+                             ) -> dict[str, dict[str, tf.Tensor]]:
+        """Features of training rows: the user (history = rows before it) and the positive.
+
+        With `history_gap` > 0 and a `seed`, each history stops a random 0..gap rows earlier,
+        so the model also learns to predict movies further ahead than the next one.
+        """
         users = tf.gather(self.train_user, rows)
-        return {"user": self.user_features(users, rows),
+        history_end = rows
+        if self.history_gap and seed is not None:
+            gap = tf.random.stateless_uniform(tf.shape(rows), seed, 0, self.history_gap + 1,
+                                              dtype=tf.int64)
+            history_end = tf.maximum(rows - gap, tf.gather(self.user_start, users))
+        return {"user": self.user_features(users, history_end),
                 "positive": self.movie_features(tf.gather(self.train_movie, rows))}
 
 
@@ -133,14 +146,16 @@ class FrequencySampler(Sampler):
         self.num_movies = len(counts)
         self._frequent = tf.constant(self.frequent, tf.int64)
         self._rare = tf.constant(self.rare if len(self.rare) else self.frequent, tf.int64)
-        self._logits = tf.constant(np.log(self.weights / self.weights.sum())[None, :],
-                                   tf.float32)
+        cdf = np.cumsum(self.weights) / self.weights.sum()
+        self._cdf = tf.constant(cdf, tf.float64)
 
     def sample(self, shape, seed):
         seeds = tf.random.experimental.stateless_split(seed, 3)
-        size = tf.cast(tf.reduce_prod(shape), tf.int32)
-        frequent = tf.gather(self._frequent, tf.random.stateless_categorical(
-            self._logits, size, seeds[0])[0])
+        size = tf.reduce_prod(shape)
+        # Inverse-CDF draw: O(log n) per sample, where a categorical op costs O(n).
+        draws = tf.random.stateless_uniform([size], seeds[0], dtype=tf.float64)
+        frequent = tf.gather(self._frequent, tf.minimum(
+            tf.searchsorted(self._cdf, draws, side="right"), len(self.frequent) - 1))
         rare = tf.gather(self._rare, tf.random.stateless_uniform(
             [size], seeds[1], 0, tf.size(self._rare, tf.int64), dtype=tf.int64))
         pick_frequent = tf.random.stateless_uniform([size], seeds[2]) < self.share
@@ -173,11 +188,13 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
     rows_ds = rows_ds.batch(batch_size, drop_remainder=False)
 
     def to_features(step, batch_rows):
-        features = tables.interaction_features(batch_rows)
+        step_seed = tf.stack([tf.cast(seed, tf.int64), step])
+        features = tables.interaction_features(
+            batch_rows, tf.random.experimental.stateless_fold_in(step_seed, 1))
         if num_negatives:
             batch = tf.size(batch_rows, tf.int64)
             shape = tf.stack([num_negatives] if shared else [batch, num_negatives])
-            negatives = sampler.sample(shape, tf.stack([tf.cast(seed, tf.int64), step]))
+            negatives = sampler.sample(shape, step_seed)
             positive = tf.gather(tables.train_movie, batch_rows)
             features["negatives"] = tables.movie_features(negatives)
             # A negative that happens to be the positive must not count against it.

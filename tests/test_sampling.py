@@ -276,3 +276,42 @@ def test_split_validation_is_seeded_disjoint_and_complete():
     assert not np.array_equal(val, np.arange(100))  # random, not the first rows
     fit0, val0 = sampling.split_validation(50, 0.0, seed=0)
     assert len(val0) == 0 and len(fit0) == 50
+
+
+def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
+    """With `history_gap`, a row's history ends 0..gap rows before it (within the user): still
+    only earlier training movies, still right-aligned and zero-padded."""
+    ml, split, _ = synth
+    if "history_gap" not in sampling.FeatureTables.__dataclass_fields__:
+        pytest.skip("no history_gap option")
+    gap = 3
+    tables = sampling.FeatureTables.from_split(ml, split, HISTORY, history_gap=gap)
+    rows = np.arange(len(split.train))
+    sampler = sampling.make_sampler("uniform", split.movie_counts)
+    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=1,
+                                              batch_size=64, seed=0), 6)
+    row_of = _row_of(split, ml)
+    train = split.train
+    movie_ids = ml.movies.movie_id.to_numpy()
+    gaps = []
+    for batch in batches:
+        for i, row in enumerate(_rows(batch, row_of)):
+            start = split.user_offsets[train.user[row]]
+            history = batch["user"]["history"][i]
+            windows = {}
+            for g in range(gap + 1):
+                end = max(row - g, start)
+                earlier = movie_ids[train.movie.to_numpy()[start:end]][-HISTORY:]
+                windows[g] = np.concatenate([np.zeros(HISTORY - len(earlier), np.int64),
+                                             earlier])
+            matches = [g for g, w in windows.items() if np.array_equal(w, history)]
+            assert matches, (row, history, windows)
+            if row - start > gap:
+                gaps.append(matches[0])
+    assert len(set(gaps)) == gap + 1  # every gap 0..3 occurs
+    # Without a seed (validation, serving-like features) the history ends right before the row.
+    plain = tables.interaction_features(tf.constant([len(train) - 1], tf.int64))
+    start = split.user_offsets[train.user.iloc[-1]]
+    expected = movie_ids[train.movie.to_numpy()[start:len(train) - 1]][-HISTORY:]
+    np.testing.assert_array_equal(plain["user"]["history"].numpy()[0, -len(expected):],
+                                  expected)

@@ -1,0 +1,153 @@
+"""Build and fit the configured two-tower model; everything `train` needs besides the CLI.
+
+Reads the flags of `dssm_tf.flags`, so `train`, `speed` and `benchmark` build the very same model.
+
+Usage::
+
+    model = build_model(ml, split, sampler)       # compiled TwoTowerModel
+    model, epochs_run, seconds = fit(ml, split)   # to early stop
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+import tf_keras as keras
+
+import dssm_tf
+from dssm_tf import losses, sampling
+from dssm_tf import flags as cli
+from dssm_tf.data import MovieLens
+from dssm_tf.model import TwoTowerModel, ValidationRecall
+from dssm_tf.protocols import Split
+from dssm_tf.towers import TowerConfig, build_towers
+
+FLAGS = cli.FLAGS
+TRAINING_FLAGS = (
+    "loss", "negative_sampler", "num_negatives", "frequent_share", "frequent_min_count",
+    "frequency_power", "validation_share", "validation_rows", "early_stopping_metric",
+    "patience", "epochs", "batch_size", "learning_rate", "optimizer", "seed",
+    "mixed_precision", "steps_per_execution", "embedding_dim", "hidden_units", "activation",
+    "output_activation", "dropout", "similarity", "embedding_l2", "initializer", "feature_dim",
+    "user_features", "item_features", "history_length", "history_gap", "temperature", "margin", "gamma",
+    "logq_weight",
+    "protocol", "cutoff")
+
+
+def tower_config() -> TowerConfig:
+    """The architecture the tower flags describe."""
+    return TowerConfig(
+        embedding_dim=FLAGS.embedding_dim,
+        hidden_units=tuple(int(u) for u in FLAGS.hidden_units),
+        activation=FLAGS.activation, output_activation=FLAGS.output_activation,
+        dropout=FLAGS.dropout, similarity=FLAGS.similarity, embedding_l2=FLAGS.embedding_l2,
+        initializer=FLAGS.initializer, feature_dim=FLAGS.feature_dim,
+        user_features=FLAGS.user_features, item_features=FLAGS.item_features,
+        history_length=FLAGS.history_length)
+
+
+def _optimizer() -> keras.optimizers.Optimizer:
+    kind = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+            "sgd": keras.optimizers.SGD}[FLAGS.optimizer]
+    return kind(learning_rate=FLAGS.learning_rate)
+
+
+def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> keras.layers.Layer:
+    counts = split.movie_counts
+    return losses.make_loss(
+        FLAGS.loss, temperature=FLAGS.temperature, margin=FLAGS.margin, gamma=FLAGS.gamma,
+        **({"movie_ids": ml.movies.movie_id.to_numpy(),
+            "train_probabilities": counts / counts.sum(),
+            "negative_probabilities": sampler.probabilities(),
+            "batch_size": FLAGS.batch_size, "num_negatives": FLAGS.num_negatives,
+            "logq_weight": FLAGS.logq_weight}
+           if FLAGS.loss == "inbatch" else {}))
+
+
+def _fit_seen(split: Split, rows: np.ndarray) -> sp.csr_matrix:
+    """Users x movies matrix of the training rows the model is fitted on."""
+    train = split.train
+    return sp.csr_matrix((np.ones(len(rows), np.float32),
+                          (train.user.to_numpy()[rows], train.movie.to_numpy()[rows])),
+                         shape=(split.num_users, split.num_movies))
+
+
+def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTowerModel:
+    """The compiled two-tower model the flags describe (seeded by `--seed`)."""
+    keras.utils.set_random_seed(FLAGS.seed)
+    if FLAGS.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    user_tower, item_tower = build_towers(tower_config(), ml)
+    model = TwoTowerModel(user_tower, item_tower, _loss_scheme(split, ml, sampler),
+                          shared_negatives=FLAGS.loss == "inbatch")
+    model.compile(optimizer=_optimizer(), steps_per_execution=FLAGS.steps_per_execution)
+    return model
+
+
+def make_sampler(split: Split) -> sampling.Sampler:
+    return sampling.make_sampler(FLAGS.negative_sampler, split.movie_counts,
+                                 FLAGS.frequent_share, FLAGS.frequent_min_count,
+                                 FLAGS.frequency_power)
+
+
+def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
+    """Fit the configured model to early stop; returns (model, epochs run, seconds)."""
+    fit_rows, val_rows = sampling.split_validation(len(split.train), FLAGS.validation_share,
+                                                   FLAGS.seed)
+    tables = sampling.FeatureTables.from_split(ml, split, FLAGS.history_length,
+                                               FLAGS.history_gap)
+    sampler = make_sampler(split)
+    model = build_model(ml, split, sampler)
+    shared = model.shared_negatives
+
+    datasets = dict(tables=tables, sampler=sampler, num_negatives=FLAGS.num_negatives,
+                    batch_size=FLAGS.batch_size, seed=FLAGS.seed, shared_negatives=shared)
+    train_ds = sampling.training_dataset(rows=fit_rows, **datasets)
+    val_ds = sampling.validation_dataset(rows=val_rows, **datasets) if len(val_rows) else None
+    model(next(iter(train_ds)))  # build, so BackupAndRestore can restore into the variables
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs")),
+                 keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup"))]
+    if val_ds is not None:
+        monitor, mode = "val_loss", "min"
+        if FLAGS.early_stopping_metric == "recall":
+            rng = np.random.default_rng(FLAGS.seed)
+            picked = np.sort(rng.choice(val_rows, min(FLAGS.validation_rows, len(val_rows)),
+                                        replace=False))
+            recall = ValidationRecall(tables, picked, _fit_seen(split, fit_rows),
+                                      split.candidates)
+            callbacks.append(recall)
+            monitor, mode = recall.name, "max"
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=FLAGS.patience, restore_best_weights=True))
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=FLAGS.epochs,
+                        steps_per_epoch=math.ceil(len(fit_rows) / FLAGS.batch_size),
+                        validation_data=val_ds, callbacks=callbacks,
+                        verbose=1 if FLAGS.verbose else 2)
+    return model, len(history.epoch), time.perf_counter() - start
+
+
+def metadata(ml: MovieLens, split: Split) -> dict:
+    """What `evaluate` and serving need to know about an export (CONTRACT.md)."""
+    import tensorflow_recommenders as tfrs
+    import faiss
+    return {
+        "similarity": FLAGS.similarity,
+        "embedding_dim": tower_config().output_dim,
+        "history_length": FLAGS.history_length,
+        "protocol": split.protocol,
+        "train_cutoff": split.cutoff,
+        "flags": {name: FLAGS[name].value for name in TRAINING_FLAGS},
+        "checksums": ml.checksums,
+        "versions": {"dssm_tf": dssm_tf.__version__, "tensorflow": tf.__version__,
+                     "tf_keras": keras.__version__, "tensorflow_recommenders": tfrs.__version__,
+                     "faiss": faiss.__version__, "numpy": np.__version__},
+    }
+
+
