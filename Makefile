@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= configs/bce.flags
 MODEL_DIR ?= runs/bce
 BENCH_OUT ?= bench
+ARGS ?=
 
 .PHONY: run test bench install clean
 
@@ -18,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m dssm_tf.train --flagfile=$(CONFIG) --model_dir=$(MODEL_DIR)
+	$(PY) -m dssm_tf.train --flagfile=$(CONFIG) --model_dir=$(MODEL_DIR) $(ARGS)
 
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: $(STAMP)
@@ -26,8 +27,8 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 bench: $(STAMP)
-	$(PY) -m dssm_tf.speed
-	$(PY) -m dssm_tf.benchmark --out=$(BENCH_OUT)
+	$(PY) -m dssm_tf.speed $(ARGS)
+	$(PY) -m dssm_tf.benchmark --out=$(BENCH_OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) runs $(BENCH_OUT) *.egg-info

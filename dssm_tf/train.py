@@ -31,6 +31,14 @@ def check_flags() -> None:
         raise errors.InputError("--early_stopping_metric=recall needs --validation_share > 0")
 
 
+def check_data(split) -> None:
+    """Flag checks that need the training counts (still before TensorFlow is imported)."""
+    if (FLAGS.negative_sampler == "frequency"
+            and not (split.movie_counts >= FLAGS.frequent_min_count).any()):
+        raise errors.InputError(f"--frequent_min_count={FLAGS.frequent_min_count}: no movie has "
+                                f"that many training ratings")
+
+
 def _table(rows: list[tuple[str, dict]], k: int) -> str:
     keys = [f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}"]
     lines = [f"{'model':<34}" + "".join(f"{key:>22}" for key in keys)]
@@ -43,6 +51,7 @@ def main(argv: list[str]) -> None:
     del argv
     check_flags()
     ml, split = cli.load_split()
+    check_data(split)
     # TensorFlow is imported only now, so bad flags and data fail fast with one clean line.
     from dssm_tf import export, trainer
     from dssm_tf.evaluate import evaluate_export, load_export

@@ -28,15 +28,14 @@ from dssm_tf.protocols import Split
 from dssm_tf.towers import TowerConfig, build_towers
 
 FLAGS = cli.FLAGS
-TRAINING_FLAGS = (
+TRAINING_FLAGS = (  # recorded in metadata.json and metrics.json
     "loss", "negative_sampler", "num_negatives", "frequent_share", "frequent_min_count",
-    "frequency_power", "validation_share", "validation_rows", "early_stopping_metric",
-    "patience", "epochs", "batch_size", "learning_rate", "optimizer", "seed",
-    "mixed_precision", "steps_per_execution", "embedding_dim", "hidden_units", "activation",
-    "output_activation", "dropout", "similarity", "embedding_l2", "initializer", "feature_dim",
-    "user_features", "item_features", "history_length", "history_gap", "temperature", "margin", "gamma",
-    "logq_weight",
-    "protocol", "cutoff")
+    "frequency_power", "validation_share", "validation_rows", "early_stopping_metric", "patience",
+    "epochs", "batch_size", "learning_rate", "optimizer", "seed", "mixed_precision",
+    "steps_per_execution", "embedding_dim", "hidden_units", "activation", "output_activation",
+    "dropout", "similarity", "embedding_l2", "initializer", "feature_dim", "user_features",
+    "item_features", "history_length", "history_gap", "temperature", "margin", "gamma",
+    "logq_weight", "protocol", "cutoff",)
 
 
 def tower_config() -> TowerConfig:
@@ -130,7 +129,9 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
                         steps_per_epoch=math.ceil(len(fit_rows) / FLAGS.batch_size),
                         validation_data=val_ds, callbacks=callbacks,
                         verbose=1 if FLAGS.verbose else 2)
-    return model, len(history.epoch), time.perf_counter() - start
+    # After a resume, `history.epoch` holds only this process's epochs; count from the start.
+    epochs_run = history.epoch[-1] + 1 if history.epoch else 0
+    return model, epochs_run, time.perf_counter() - start
 
 
 def metadata(ml: MovieLens, split: Split) -> dict:
