@@ -52,6 +52,12 @@ def synthetic_session(tmp_path_factory) -> synthetic.Synthetic:
 
 
 @pytest.fixture(scope="session")
+def synthetic_ml(synthetic_session) -> data.MovieLens:
+    """The session's synthetic data set, parsed (read-only)."""
+    return data.load_movielens(synthetic_session.folder)
+
+
+@pytest.fixture(scope="session")
 def real_data_dir() -> str:
     """`$DSSM_TF_DATA_DIR` holding the real ML-1M files; skips the test when it is unset."""
     folder = os.environ.get(data.DATA_DIR_ENV)

@@ -24,8 +24,8 @@ L = 4
 
 
 @pytest.fixture(scope="module")
-def ml(synthetic_session):
-    return data.load_movielens(synthetic_session.folder)
+def ml(synthetic_ml):
+    return synthetic_ml
 
 
 def _towers(ml, **overrides):

@@ -282,8 +282,6 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
     """With `history_gap`, a row's history ends 0..gap rows before it (within the user): still
     only earlier training movies, still right-aligned and zero-padded."""
     ml, split, _ = synth
-    if "history_gap" not in sampling.FeatureTables.__dataclass_fields__:
-        pytest.skip("no history_gap option")
     gap = 3
     tables = sampling.FeatureTables.from_split(ml, split, HISTORY, history_gap=gap)
     rows = np.arange(len(split.train))

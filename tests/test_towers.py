@@ -8,15 +8,14 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf import data
 from dssm_tf.towers import TowerConfig, build_towers, fit_width, masked_mean
 
 L = 5
 
 
 @pytest.fixture(scope="module")
-def ml(synthetic_session):
-    return data.load_movielens(synthetic_session.folder)
+def ml(synthetic_ml):
+    return synthetic_ml
 
 
 def _towers(ml, **overrides):
