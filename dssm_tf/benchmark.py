@@ -42,7 +42,6 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -432,32 +431,6 @@ def markdown(results: dict, k: int, failures: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: str, write) -> None:
-    """`write(tmp_path)` into a temp file beside `path`, then rename it to `path`."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                               suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temp file only
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text(path: str, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    _atomic_write(path, write)
-
-
 def plot_curves(path: str, results: dict, max_k: int) -> None:
     import matplotlib  # noqa: PLC0415
 
@@ -485,7 +458,7 @@ def plot_curves(path: str, results: dict, max_k: int) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    evaluation.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     plt.close(fig)
 
 
@@ -547,9 +520,9 @@ def main(argv: list[str]) -> None:
     }
     table = markdown(results, k, failures)
     os.makedirs(out, exist_ok=True)
-    _write_text(os.path.join(out, "results.json"),
+    evaluation.write_text(os.path.join(out, "results.json"),
                 json.dumps(payload, indent=2) + "\n")
-    _write_text(os.path.join(out, "results.md"), table)
+    evaluation.write_text(os.path.join(out, "results.md"), table)
     plot_curves(os.path.join(out, "recall_at_k.png"), results, max_k)
     print(table)
     _log(f"wrote {os.path.join(out, 'results.md')}, results.json and recall_at_k.png")

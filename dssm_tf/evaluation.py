@@ -51,19 +51,35 @@ def evaluate_scorer(split: Split, scorer: Scorer, k: int, exclude_seen: bool) ->
     return evaluate_lists(split, top, k, exclude_seen)
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write JSON atomically: a temp file beside `path`, then a rename."""
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """`write(tmp_path)` into a temp file beside `path`, then rename it to `path`: readers see
+    the old file or the new one, never half of one."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temp file only
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
+
+
+def write_text(path: str, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write `payload` as JSON atomically."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def report(result: dict, output: str | None) -> None:

@@ -22,7 +22,7 @@ import tempfile
 import tensorflow as tf
 import tf_keras as keras
 
-USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
+from dssm_tf.evaluate import ITEM_TOWER, METADATA, USER_TOWER  # the layout, defined once
 
 USER_SIGNATURE = [
     tf.TensorSpec([None], tf.int64, name="user_id"),
@@ -73,7 +73,7 @@ def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_dir: 
             tf.saved_model.save(module, os.path.join(staging, name),
                                 signatures={"serving_default": module.serve})
         with open(os.path.join(staging, METADATA), "w") as f:
-            json.dump(metadata, f, indent=2, sort_keys=True)
+            json.dump(metadata, f, indent=2, sort_keys=True)  # the folder is renamed as a whole
         if os.path.exists(export_dir):
             retired = staging + "-old"
             os.replace(export_dir, retired)
