@@ -14,6 +14,8 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
@@ -23,12 +25,38 @@ LOSSES = ("bce", "triplet", "softmax", "inbatch")
 _MASKED = -1e9
 
 
+class LossScheme(keras.layers.Layer):
+    """Base of the schemes: `call(user, positive, negatives, batch) -> scalar loss`.
+
+    Computes in float32 even under a mixed-precision policy (the towers emit float32).
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Build Keras layers under float32 whatever the global (mixed-precision) policy.
+
+    tfrs' Retrieval takes no dtype and creates layers inside `call`; under `mixed_float16` they
+    would cast some of their inputs to float16 and not others.
+    """
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
 def _negative_scores(user: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
     """`[B, N]` inner products of each user with its own negatives."""
     return tf.einsum("bd,bnd->bn", user, negatives)
 
 
-class BinaryCrossEntropy(keras.layers.Layer):
+class BinaryCrossEntropy(LossScheme):
     """Pointwise: sigmoid cross-entropy on logits score / temperature, positive 1, negatives 0.
 
     Tracks `auc` (tf.keras.metrics.AUC) on whatever data it is evaluated on, so `val_auc` is
@@ -52,7 +80,7 @@ class BinaryCrossEntropy(keras.layers.Layer):
         return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
 
 
-class TripletMargin(keras.layers.Layer):
+class TripletMargin(LossScheme):
     """mean over valid negatives of max(d(u,p) - d(u,n) + margin, 0), d = Euclidean distance."""
 
     def __init__(self, margin: float = 0.5, **kwargs):
@@ -67,7 +95,7 @@ class TripletMargin(keras.layers.Layer):
         return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
-class SampledSoftmax(keras.layers.Layer):
+class SampledSoftmax(LossScheme):
     """DSSM: softmax cross-entropy of gamma * score over [positive, N negatives]."""
 
     def __init__(self, gamma: float = 20.0, **kwargs):
@@ -83,7 +111,7 @@ class SampledSoftmax(keras.layers.Layer):
             labels=tf.zeros_like(logits[:, 0], tf.int32), logits=logits))
 
 
-class InBatchSoftmax(keras.layers.Layer):
+class InBatchSoftmax(LossScheme):
     """In-batch softmax via `tfrs.tasks.Retrieval`, with logQ correction and accidental-hit
     removal; extra sampled negatives (shared by the batch) are appended as candidates.
 
@@ -106,9 +134,10 @@ class InBatchSoftmax(keras.layers.Layer):
         # subtracts log(probability): `logq_weight` < 1 keeps part of the popularity signal.
         mix = np.concatenate([[mix[mix > 0].min()], np.maximum(mix, mix[mix > 0].min())])
         self.probability = tf.constant(mix ** logq_weight, tf.float32)
-        self.task = tfrs.tasks.Retrieval(
-            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-            temperature=temperature, remove_accidental_hits=True)
+        with _float32_policy():
+            self.task = tfrs.tasks.Retrieval(
+                loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+                temperature=temperature, remove_accidental_hits=True)
 
     def call(self, user, positive, negatives, batch):
         ids = batch["positive"]["movie_id"]
@@ -117,12 +146,14 @@ class InBatchSoftmax(keras.layers.Layer):
             ids = tf.concat([ids, batch["negatives"]["movie_id"]], axis=0)
             candidates = tf.concat([positive, negatives], axis=0)
         probability = tf.gather(self.probability, self.lookup(ids))
-        return self.task(user, candidates, candidate_sampling_probability=probability,
-                         candidate_ids=ids, compute_metrics=False, compute_batch_metrics=False)
+        with _float32_policy():  # Retrieval builds its helper layers while it is called
+            return self.task(user, candidates, candidate_sampling_probability=probability,
+                             candidate_ids=ids, compute_metrics=False,
+                             compute_batch_metrics=False)
 
 
 def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5, gamma: float = 20.0,
-              **inbatch_args) -> keras.layers.Layer:
+              **inbatch_args) -> LossScheme:
     """The scheme `--loss` names. `inbatch_args` go to `InBatchSoftmax`."""
     if name == "bce":
         return BinaryCrossEntropy(temperature)

@@ -79,8 +79,9 @@ def _fit_seen(split: Split, rows: np.ndarray) -> sp.csr_matrix:
 def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTowerModel:
     """The compiled two-tower model the flags describe (seeded by `--seed`)."""
     keras.utils.set_random_seed(FLAGS.seed)
-    if FLAGS.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    # Set either way: the policy is global and must not leak into a later model.
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if FLAGS.mixed_precision else "float32")
     user_tower, item_tower = build_towers(tower_config(), ml)
     model = TwoTowerModel(user_tower, item_tower, _loss_scheme(split, ml, sampler),
                           shared_negatives=FLAGS.loss == "inbatch")

@@ -184,6 +184,8 @@ def parsed_flags():
         FLAGS(["pytest"])
     with flagsaver.flagsaver():
         yield FLAGS
+    import tf_keras  # noqa: PLC0415  (TensorFlow, after dssm_tf)
+    tf_keras.mixed_precision.set_global_policy("float32")  # a mixed-precision run sets it
 
 
 SCHEMES = {
@@ -196,6 +198,9 @@ SCHEMES = {
                          temperature=0.2),
     "inbatch_mixed": dict(loss="inbatch", negative_sampler="uniform", num_negatives=4,
                           temperature=0.2, history_length=3, similarity="dot"),
+    "bce_mixed_precision": dict(loss="bce", mixed_precision=True, history_length=3),
+    "inbatch_mixed_precision": dict(loss="inbatch", negative_sampler="inbatch",
+                                    num_negatives=0, temperature=0.2, mixed_precision=True),
 }
 
 
@@ -221,3 +226,6 @@ def test_each_loss_trains_without_nan(parsed_flags, small_split, tmp_path, schem
     embeddings = model.item_tower({"movie_id": ml.movies.movie_id.to_numpy()[:5],
                                    "genres": ml.movies.genres.to_numpy(str)[:5]}).numpy()
     assert np.all(np.isfinite(embeddings))
+    assert embeddings.dtype == np.float32  # float32 out even when computing in float16
+    policy = model.item_tower.head.mlp[0].compute_dtype
+    assert policy == ("float16" if SCHEMES[scheme].get("mixed_precision") else "float32")
