@@ -57,6 +57,19 @@ def synthetic_ml(synthetic_session) -> data.MovieLens:
     return data.load_movielens(synthetic_session.folder)
 
 
+def tiny_towers(ml: data.MovieLens, seed: int = 0, **overrides):
+    """Small user/item towers with every feature on, for tower and export tests."""
+    import tf_keras  # noqa: PLC0415  (TensorFlow, after dssm_tf)
+
+    from dssm_tf.towers import TowerConfig, build_towers  # noqa: PLC0415
+
+    tf_keras.utils.set_random_seed(seed)
+    config = dict(embedding_dim=8, hidden_units=(16, 6), feature_dim=4, history_length=5,
+                  user_features=True, item_features=True)
+    config.update(overrides)
+    return build_towers(TowerConfig(**config), ml)
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> str:
     """`$DSSM_TF_DATA_DIR` holding the real ML-1M files; skips the test when it is unset."""

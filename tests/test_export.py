@@ -16,9 +16,8 @@ import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imp
 import tensorflow as tf
 
 from dssm_tf import data, evaluate, export, protocols
-from dssm_tf.towers import TowerConfig, build_towers
 from tests import synthetic
-from tests.conftest import TRAIN_K, run_command
+from tests.conftest import TRAIN_K, run_command, tiny_towers
 
 L = 4
 
@@ -29,11 +28,8 @@ def ml(synthetic_ml):
 
 
 def _towers(ml, **overrides):
-    tf.keras.utils.set_random_seed(1)
-    config = dict(embedding_dim=8, hidden_units=(12, 6), feature_dim=4, history_length=L,
-                  user_features=True, item_features=True, similarity="dot")
-    config.update(overrides)
-    return build_towers(TowerConfig(**config), ml)
+    return tiny_towers(ml, seed=1, **{"hidden_units": (12, 6), "history_length": L,
+                                      "similarity": "dot", **overrides})
 
 
 def _user_inputs(ml, history):

@@ -8,7 +8,8 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf.towers import TowerConfig, build_towers, fit_width, masked_mean
+from dssm_tf.towers import TowerConfig, fit_width, masked_mean
+from tests.conftest import tiny_towers
 
 L = 5
 
@@ -19,11 +20,7 @@ def ml(synthetic_ml):
 
 
 def _towers(ml, **overrides):
-    tf.keras.utils.set_random_seed(0)
-    config = dict(embedding_dim=8, hidden_units=(16, 6), feature_dim=4, history_length=L,
-                  user_features=True, item_features=True)
-    config.update(overrides)
-    return build_towers(TowerConfig(**config), ml)
+    return tiny_towers(ml, seed=0, **{"history_length": L, **overrides})
 
 
 def user_inputs(ml, n=6, history_width=L, **replace):
