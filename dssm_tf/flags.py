@@ -91,6 +91,9 @@ flags.DEFINE_float("temperature", 1.0, "bce/inbatch: logits = score / temperatur
                    lower_bound=1e-6)
 flags.DEFINE_float("margin", 0.5, "triplet: margin.", lower_bound=0.0)
 flags.DEFINE_float("gamma", 20.0, "softmax: logits = gamma * score.", lower_bound=1e-6)
+flags.DEFINE_boolean("sampling_correction", False, "bce/softmax: add -log(q(i)/q_uniform) to "
+                     "each logit, so a frequency sampler does not teach the towers to demote "
+                     "popular movies.")
 flags.DEFINE_float("logq_weight", 1.0, "inbatch: weight of the logQ correction (1 = full, "
                    "0 = none).", lower_bound=0.0)
 

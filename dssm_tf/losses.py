@@ -51,6 +51,34 @@ def _float32_policy():
         keras.mixed_precision.set_global_policy(policy)
 
 
+class SamplingCorrection(keras.layers.Layer):
+    """Logit offset -log(q(i) / q_uniform) for negatives drawn from a non-uniform q (logQ).
+
+    Added to every logit of a sampled loss, it makes the scores learned against q-distributed
+    negatives rank like scores learned against uniform ones: without it, a frequency sampler
+    teaches the towers to demote popular movies. Zero for the uniform sampler.
+    """
+
+    def __init__(self, movie_ids: np.ndarray, probabilities: np.ndarray, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        probabilities = np.asarray(probabilities, np.float64)
+        support = probabilities > 0
+        ratio = np.where(support, probabilities * support.sum(), 1.0)
+        self.lookup = keras.layers.IntegerLookup(vocabulary=list(movie_ids))
+        # Index 0 (unknown movie) and movies outside the sampler's support get no offset.
+        self.offset = tf.constant(np.concatenate([[0.0], -np.log(ratio)]), tf.float32)
+
+    def call(self, movie_ids: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.offset, self.lookup(movie_ids))
+
+
+def _candidate_ids(batch: dict) -> tf.Tensor:
+    """`[B, 1 + N]` MovieIDs: the positive, then its negatives."""
+    return tf.concat([batch["positive"]["movie_id"][:, None], batch["negatives"]["movie_id"]],
+                     axis=1)
+
+
 def _negative_scores(user: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
     """`[B, N]` inner products of each user with its own negatives."""
     return tf.einsum("bd,bnd->bn", user, negatives)
@@ -63,15 +91,19 @@ class BinaryCrossEntropy(LossScheme):
     computed on validation data, not on training predictions as in the seed.
     """
 
-    def __init__(self, temperature: float = 1.0, **kwargs):
+    def __init__(self, temperature: float = 1.0,
+                 correction: SamplingCorrection | None = None, **kwargs):
         super().__init__(**kwargs)
         self.temperature = temperature
+        self.correction = correction
         self.auc = keras.metrics.AUC(name="auc")
 
     def call(self, user, positive, negatives, batch):
         positive_logit = tf.reduce_sum(user * positive, axis=-1, keepdims=True)
         logits = tf.concat([positive_logit, _negative_scores(user, negatives)], axis=1)
         logits = logits / self.temperature
+        if self.correction is not None:
+            logits += self.correction(_candidate_ids(batch))
         labels = tf.concat([tf.ones_like(positive_logit), tf.zeros_like(logits[:, 1:])], 1)
         weights = tf.concat([tf.ones_like(positive_logit),
                              tf.cast(batch["negative_mask"], logits.dtype)], axis=1)
@@ -98,13 +130,17 @@ class TripletMargin(LossScheme):
 class SampledSoftmax(LossScheme):
     """DSSM: softmax cross-entropy of gamma * score over [positive, N negatives]."""
 
-    def __init__(self, gamma: float = 20.0, **kwargs):
+    def __init__(self, gamma: float = 20.0, correction: SamplingCorrection | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.gamma = gamma
+        self.correction = correction
 
     def call(self, user, positive, negatives, batch):
         logits = tf.concat([tf.reduce_sum(user * positive, axis=-1, keepdims=True),
                             _negative_scores(user, negatives)], axis=1) * self.gamma
+        if self.correction is not None:
+            logits += self.correction(_candidate_ids(batch))
         mask = tf.concat([tf.ones_like(logits[:, :1], tf.bool), batch["negative_mask"]], 1)
         logits = tf.where(mask, logits, _MASKED)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
@@ -153,14 +189,15 @@ class InBatchSoftmax(LossScheme):
 
 
 def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5, gamma: float = 20.0,
-              **inbatch_args) -> LossScheme:
-    """The scheme `--loss` names. `inbatch_args` go to `InBatchSoftmax`."""
+              correction: SamplingCorrection | None = None, **inbatch_args) -> LossScheme:
+    """The scheme `--loss` names. `correction` applies to `bce` and `softmax`;
+    `inbatch_args` go to `InBatchSoftmax`."""
     if name == "bce":
-        return BinaryCrossEntropy(temperature)
+        return BinaryCrossEntropy(temperature, correction)
     if name == "triplet":
         return TripletMargin(margin)
     if name == "softmax":
-        return SampledSoftmax(gamma)
+        return SampledSoftmax(gamma, correction)
     if name == "inbatch":
         return InBatchSoftmax(temperature=temperature, **inbatch_args)
     raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")

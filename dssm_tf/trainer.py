@@ -35,7 +35,7 @@ TRAINING_FLAGS = (  # recorded in metadata.json and metrics.json
     "steps_per_execution", "embedding_dim", "hidden_units", "activation", "output_activation",
     "dropout", "similarity", "embedding_l2", "initializer", "feature_dim", "user_features",
     "item_features", "history_length", "history_gap", "temperature", "margin", "gamma",
-    "logq_weight", "protocol", "cutoff",)
+    "logq_weight", "sampling_correction", "protocol", "cutoff",)
 
 
 def tower_config() -> TowerConfig:
@@ -56,16 +56,19 @@ def _optimizer() -> keras.optimizers.Optimizer:
     return kind(learning_rate=FLAGS.learning_rate)
 
 
-def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> keras.layers.Layer:
-    counts = split.movie_counts
-    return losses.make_loss(
-        FLAGS.loss, temperature=FLAGS.temperature, margin=FLAGS.margin, gamma=FLAGS.gamma,
-        **({"movie_ids": ml.movies.movie_id.to_numpy(),
-            "train_probabilities": counts / counts.sum(),
-            "negative_probabilities": sampler.probabilities(),
-            "batch_size": FLAGS.batch_size, "num_negatives": FLAGS.num_negatives,
-            "logq_weight": FLAGS.logq_weight}
-           if FLAGS.loss == "inbatch" else {}))
+def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> losses.LossScheme:
+    movie_ids = ml.movies.movie_id.to_numpy()
+    if FLAGS.loss == "inbatch":
+        counts = split.movie_counts
+        return losses.make_loss(
+            "inbatch", temperature=FLAGS.temperature, movie_ids=movie_ids,
+            train_probabilities=counts / counts.sum(),
+            negative_probabilities=sampler.probabilities(), batch_size=FLAGS.batch_size,
+            num_negatives=FLAGS.num_negatives, logq_weight=FLAGS.logq_weight)
+    correction = (losses.SamplingCorrection(movie_ids, sampler.probabilities())
+                  if FLAGS.sampling_correction else None)
+    return losses.make_loss(FLAGS.loss, temperature=FLAGS.temperature, margin=FLAGS.margin,
+                            gamma=FLAGS.gamma, correction=correction)
 
 
 def _fit_seen(split: Split, rows: np.ndarray) -> sp.csr_matrix:

@@ -240,3 +240,51 @@ def test_inbatch_without_extra_negatives_and_unknown_id():
 def test_make_loss_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown loss"):
         losses.make_loss("hinge")
+
+
+# --- sampling correction (bce / softmax with a non-uniform negative sampler) -------------------
+
+CORRECTED_IDS = np.array([10, 20, 30, 40, 50, 60])
+CORRECTED_Q = np.array([0.4, 0.3, 0.15, 0.1, 0.05, 0.0])  # the last movie is never sampled
+
+
+def _ids_batch():
+    rng = np.random.default_rng(1)
+    positive = rng.choice(CORRECTED_IDS[:5], size=B)
+    negatives = rng.choice(CORRECTED_IDS[:5], size=(B, N))
+    batch = {"positive": {"movie_id": tf.constant(positive, tf.int64)},
+             "negatives": {"movie_id": tf.constant(negatives, tf.int64)}}
+    offset = {m: -np.log(q * 5) for m, q in zip(CORRECTED_IDS, CORRECTED_Q) if q > 0}
+    return batch, np.vectorize(offset.get)(positive), np.vectorize(offset.get)(negatives)
+
+
+def test_sampling_correction_offsets():
+    correction = losses.SamplingCorrection(CORRECTED_IDS, CORRECTED_Q)
+    got = correction(tf.constant([10, 50, 60, 999], tf.int64)).numpy()
+    # -log(q / q_uniform) with q_uniform = 1/5 (five movies can be drawn); 0 outside the support.
+    np.testing.assert_allclose(got, [-np.log(2.0), -np.log(0.25), 0.0, 0.0], rtol=1e-6)
+    uniform = losses.SamplingCorrection(CORRECTED_IDS, np.r_[np.full(5, 0.2), 0.0])
+    np.testing.assert_allclose(uniform(tf.constant(CORRECTED_IDS[:5])).numpy(), 0.0, atol=1e-6)
+
+
+def test_bce_and_softmax_with_correction_match_numpy(tensors):
+    user, positive, negatives, mask = tensors
+    batch, pos_offset, neg_offset = _ids_batch()
+    correction = losses.SamplingCorrection(CORRECTED_IDS, CORRECTED_Q)
+    pos, neg = _scores(user, positive, negatives)
+
+    temperature = 0.5
+    pos_logit, neg_logit = pos / temperature + pos_offset, neg / temperature + neg_offset
+    want = (_sigmoid_ce(1.0, pos_logit).sum() + (_sigmoid_ce(0.0, neg_logit) * mask).sum())
+    want /= B + mask.sum()
+    got = _call(losses.make_loss("bce", temperature=temperature, correction=correction),
+                *tensors, batch=batch)
+    assert got == pytest.approx(want, rel=1e-5)
+
+    gamma = 5.0
+    logits = np.concatenate([(gamma * pos + pos_offset)[:, None], gamma * neg + neg_offset], 1)
+    logits[:, 1:][~mask] = -1e9
+    want = -_log_softmax(logits)[:, 0].mean()
+    got = _call(losses.make_loss("softmax", gamma=gamma, correction=correction), *tensors,
+                batch=batch)
+    assert got == pytest.approx(want, rel=1e-5)
