@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 class InputError(ValueError):
@@ -25,6 +25,8 @@ def run(main: Callable[[list[str]], None]) -> None:
     """`app.run(main)` with the contract's exit codes: 2 and one stderr line on InputError."""
 
     def guarded(argv: list[str]) -> None:
+        if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines drown the output
+            logging.set_verbosity(logging.WARNING)
         if len(argv) > 1:
             sys.stderr.write(f"error: unexpected positional arguments: {' '.join(argv[1:])}\n")
             sys.exit(2)

@@ -14,9 +14,11 @@ import math
 import os
 import time
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
+import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 import dssm_tf
@@ -93,6 +95,7 @@ def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTo
 
 
 def make_sampler(split: Split) -> sampling.Sampler:
+    """The negative sampler `--negative_sampler` and its parameters describe."""
     return sampling.make_sampler(FLAGS.negative_sampler, split.movie_counts,
                                  FLAGS.frequent_share, FLAGS.frequent_min_count,
                                  FLAGS.frequency_power)
@@ -140,8 +143,6 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
 
 def metadata(ml: MovieLens, split: Split) -> dict:
     """What `evaluate` and serving need to know about an export (CONTRACT.md)."""
-    import tensorflow_recommenders as tfrs
-    import faiss
     return {
         "similarity": FLAGS.similarity,
         "embedding_dim": tower_config().output_dim,
