@@ -38,16 +38,19 @@ class FeatureTables:
     age: tf.Tensor
     occupation: tf.Tensor
     movie_id: tf.Tensor     # per movie index: raw MovieID
-    genres: tf.Tensor
+    genres_table: tf.Tensor  # per movie index: "A|B|C"
     train_user: tf.Tensor   # per training row (sorted by user, time): user index
     train_movie: tf.Tensor  # per training row: movie index
     user_start: tf.Tensor   # per user index: first training row
     history_length: int
     history_gap: int = 0    # history of row p ends at p - g, g uniform in [0, history_gap]
+    user_fields: bool = True  # gather gender/age/occupation (skipped when no tower reads them)
+    genres: bool = True       # gather genre strings (the costliest gather; same)
 
     @classmethod
     def from_split(cls, ml: MovieLens, split: Split, history_length: int,
-                   history_gap: int = 0) -> "FeatureTables":
+                   history_gap: int = 0, user_fields: bool = True,
+                   genres: bool = True) -> "FeatureTables":
         users, movies = ml.users, ml.movies
         return cls(
             user_id=tf.constant(users.user_id.to_numpy(np.int64)),
@@ -55,12 +58,14 @@ class FeatureTables:
             age=tf.constant(users.age.to_numpy(np.int64)),
             occupation=tf.constant(users.occupation.to_numpy(np.int64)),
             movie_id=tf.constant(movies.movie_id.to_numpy(np.int64)),
-            genres=tf.constant(movies.genres.to_numpy(str)),
+            genres_table=tf.constant(movies.genres.to_numpy(str)),
             train_user=tf.constant(split.train.user.to_numpy(np.int64)),
             train_movie=tf.constant(split.train.movie.to_numpy(np.int64)),
             user_start=tf.constant(split.user_offsets[:-1].astype(np.int64)),
             history_length=history_length,
             history_gap=history_gap,
+            user_fields=user_fields,
+            genres=genres,
         )
 
     def user_features(self, users: tf.Tensor, history_end: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -71,15 +76,17 @@ class FeatureTables:
         safe = tf.maximum(positions, 0)
         history = tf.where(valid, tf.gather(self.movie_id, tf.gather(self.train_movie, safe)),
                            tf.zeros_like(safe))
-        return {"user_id": tf.gather(self.user_id, users),
-                "gender": tf.gather(self.gender, users),
-                "age": tf.gather(self.age, users),
-                "occupation": tf.gather(self.occupation, users),
-                "history": history}
+        features = {"user_id": tf.gather(self.user_id, users), "history": history}
+        if self.user_fields:
+            features.update(gender=tf.gather(self.gender, users), age=tf.gather(self.age, users),
+                            occupation=tf.gather(self.occupation, users))
+        return features
 
     def movie_features(self, movies: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {"movie_id": tf.gather(self.movie_id, movies),
-                "genres": tf.gather(self.genres, movies)}
+        features = {"movie_id": tf.gather(self.movie_id, movies)}
+        if self.genres:
+            features["genres"] = tf.gather(self.genres_table, movies)
+        return features
 
     def interaction_features(self, rows: tf.Tensor, seed: tf.Tensor | None = None
                              ) -> dict[str, dict[str, tf.Tensor]]:

@@ -105,7 +105,9 @@ def time_itemcf(ml: data.MovieLens, splits: dict, table: Table) -> None:
 def _dataset(ml, split, history_length: int):
     from dssm_tf import sampling  # noqa: PLC0415  (TensorFlow)
 
-    tables = sampling.FeatureTables.from_split(ml, split, history_length)
+    tables = sampling.FeatureTables.from_split(ml, split, history_length,
+                                               user_fields=FLAGS.user_features,
+                                               genres=FLAGS.item_features)
     sampler = sampling.make_sampler("frequency", split.movie_counts, FLAGS.frequent_share,
                                     FLAGS.frequent_min_count, FLAGS.frequency_power)
     rows = np.arange(len(split.train), dtype=np.int64)

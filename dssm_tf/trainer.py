@@ -94,6 +94,13 @@ def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTo
     return model
 
 
+def feature_tables(ml: MovieLens, split: Split) -> sampling.FeatureTables:
+    """Input tables gathering only the fields the configured towers read."""
+    return sampling.FeatureTables.from_split(
+        ml, split, FLAGS.history_length, FLAGS.history_gap,
+        user_fields=FLAGS.user_features, genres=FLAGS.item_features)
+
+
 def make_sampler(split: Split) -> sampling.Sampler:
     """The negative sampler `--negative_sampler` and its parameters describe."""
     return sampling.make_sampler(FLAGS.negative_sampler, split.movie_counts,
@@ -105,8 +112,7 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
     """Fit the configured model to early stop; returns (model, epochs run, seconds)."""
     fit_rows, val_rows = sampling.split_validation(len(split.train), FLAGS.validation_share,
                                                    FLAGS.seed)
-    tables = sampling.FeatureTables.from_split(ml, split, FLAGS.history_length,
-                                               FLAGS.history_gap)
+    tables = feature_tables(ml, split)
     sampler = make_sampler(split)
     model = build_model(ml, split, sampler)
     shared = model.shared_negatives
