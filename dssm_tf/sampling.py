@@ -10,7 +10,7 @@ it (YouTube-DNN style), so the model is trained the way it is used at serving ti
 
 Usage::
 
-    tables = FeatureTables.from_split(ml, split)
+    tables = FeatureTables.from_split(ml, split, history_length=10)
     sampler = make_sampler("frequency", split.movie_counts, frequent_share=0.3)
     ds = training_dataset(tables, rows, sampler, num_negatives=3, batch_size=512, seed=0)
 """

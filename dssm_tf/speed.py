@@ -103,13 +103,11 @@ def time_itemcf(ml: data.MovieLens, splits: dict, table: Table) -> None:
 
 
 def _dataset(ml, split, history_length: int):
-    from dssm_tf import sampling  # noqa: PLC0415  (TensorFlow)
+    """The training stream as `train` builds it, with the frequency sampler."""
+    from dssm_tf import sampling, trainer  # noqa: PLC0415  (TensorFlow)
 
-    tables = sampling.FeatureTables.from_split(ml, split, history_length,
-                                               user_fields=FLAGS.user_features,
-                                               genres=FLAGS.item_features)
-    sampler = sampling.make_sampler("frequency", split.movie_counts, FLAGS.frequent_share,
-                                    FLAGS.frequent_min_count, FLAGS.frequency_power)
+    with flagsaver.flagsaver(history_length=history_length, negative_sampler="frequency"):
+        tables, sampler = trainer.feature_tables(ml, split), trainer.make_sampler(split)
     rows = np.arange(len(split.train), dtype=np.int64)
     return sampling.training_dataset(tables, rows, sampler, num_negatives=NUM_NEGATIVES,
                                      batch_size=BATCH_SIZE, seed=FLAGS.seed)
