@@ -52,8 +52,13 @@ class Split:
     @functools.cached_property
     def seen(self) -> sp.csr_matrix:
         """Binary users x movies matrix of training ratings."""
-        rows, cols = self.train.user.to_numpy(), self.train.movie.to_numpy()
-        matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
+        return self.seen_rows(np.arange(len(self.train)))
+
+    def seen_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Binary users x movies matrix of the training ratings at positions `rows`."""
+        users = self.train.user.to_numpy()[rows]
+        movies = self.train.movie.to_numpy()[rows]
+        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, movies)),
                                shape=(self.num_users, self.num_movies))
         matrix.sum_duplicates()
         matrix.data[:] = 1.0

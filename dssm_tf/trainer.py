@@ -16,7 +16,6 @@ import time
 
 import faiss
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
@@ -73,14 +72,6 @@ def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> loss
                             gamma=FLAGS.gamma, correction=correction)
 
 
-def _fit_seen(split: Split, rows: np.ndarray) -> sp.csr_matrix:
-    """Users x movies matrix of the training rows the model is fitted on."""
-    train = split.train
-    return sp.csr_matrix((np.ones(len(rows), np.float32),
-                          (train.user.to_numpy()[rows], train.movie.to_numpy()[rows])),
-                         shape=(split.num_users, split.num_movies))
-
-
 def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTowerModel:
     """The compiled two-tower model the flags describe (seeded by `--seed`)."""
     keras.utils.set_random_seed(FLAGS.seed)
@@ -131,7 +122,7 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
             rng = np.random.default_rng(FLAGS.seed)
             picked = np.sort(rng.choice(val_rows, min(FLAGS.validation_rows, len(val_rows)),
                                         replace=False))
-            recall = ValidationRecall(tables, picked, _fit_seen(split, fit_rows),
+            recall = ValidationRecall(tables, picked, split.seen_rows(fit_rows),
                                       split.candidates)
             callbacks.append(recall)
             monitor, mode = recall.name, "max"
