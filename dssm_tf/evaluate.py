@@ -45,8 +45,10 @@ from dssm_tf.protocols import Split
 FLAGS = cli.FLAGS
 USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
 SIGNATURE = "serving_default"
-USER_INPUTS = ("user_id", "gender", "age", "occupation", "history")
-ITEM_INPUTS = ("movie_id", "genres")
+# The contract's serving inputs, name -> (dtype, rank); export.py builds its TensorSpecs from these.
+USER_INPUTS = {"user_id": ("int64", 1), "gender": ("string", 1), "age": ("int64", 1),
+               "occupation": ("int64", 1), "history": ("int64", 2)}
+ITEM_INPUTS = {"movie_id": ("int64", 1), "genres": ("string", 1)}
 DEFAULT_BATCH_SIZE = 4096
 
 
@@ -144,7 +146,7 @@ def check_export(export_dir: str) -> dict:
     return metadata
 
 
-def _load_signature(export_dir: str, name: str, inputs: tuple[str, ...]):
+def _load_signature(export_dir: str, name: str, inputs: dict[str, tuple[str, int]]):
     """(serving_default signature, loaded object) of SavedModel `export_dir/name`."""
     tf = _tf()
     path = os.path.join(export_dir, name)

@@ -22,42 +22,27 @@ import tempfile
 import tensorflow as tf
 import tf_keras as keras
 
-from dssm_tf.evaluate import ITEM_TOWER, METADATA, USER_TOWER  # the layout, defined once
-
-USER_SIGNATURE = [
-    tf.TensorSpec([None], tf.int64, name="user_id"),
-    tf.TensorSpec([None], tf.string, name="gender"),
-    tf.TensorSpec([None], tf.int64, name="age"),
-    tf.TensorSpec([None], tf.int64, name="occupation"),
-    tf.TensorSpec([None, None], tf.int64, name="history"),
-]
-ITEM_SIGNATURE = [
-    tf.TensorSpec([None], tf.int64, name="movie_id"),
-    tf.TensorSpec([None], tf.string, name="genres"),
-]
+from dssm_tf.evaluate import (  # the layout and the inputs, defined once
+    ITEM_INPUTS, ITEM_TOWER, METADATA, USER_INPUTS, USER_TOWER)
 
 
-class _UserServing(tf.Module):
-    def __init__(self, tower: keras.Model):
+class _Serving(tf.Module):
+    """A tower behind one tf.function taking the contract's raw inputs (`evaluate.USER_INPUTS`
+    or `ITEM_INPUTS`) by name and returning {"embedding": float32 [n, D]}."""
+
+    def __init__(self, tower: keras.Model, inputs: dict[str, tuple[str, int]]):
         super().__init__()
         self.tower = tower
+        names = list(inputs)
+        specs = [tf.TensorSpec([None] * rank, dtype, name=name)
+                 for name, (dtype, rank) in inputs.items()]
 
-    @tf.function(input_signature=USER_SIGNATURE)
-    def serve(self, user_id, gender, age, occupation, history):
-        features = {"user_id": user_id, "gender": gender, "age": age,
-                    "occupation": occupation, "history": history}
-        return {"embedding": tf.cast(self.tower(features, training=False), tf.float32)}
+        @tf.function(input_signature=specs)
+        def serve(*tensors):
+            features = dict(zip(names, tensors))
+            return {"embedding": tf.cast(self.tower(features, training=False), tf.float32)}
 
-
-class _ItemServing(tf.Module):
-    def __init__(self, tower: keras.Model):
-        super().__init__()
-        self.tower = tower
-
-    @tf.function(input_signature=ITEM_SIGNATURE)
-    def serve(self, movie_id, genres):
-        features = {"movie_id": movie_id, "genres": genres}
-        return {"embedding": tf.cast(self.tower(features, training=False), tf.float32)}
+        self.serve = serve
 
 
 def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_dir: str,
@@ -68,8 +53,8 @@ def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_dir: 
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}-tmp-")
     try:
-        for name, module in ((USER_TOWER, _UserServing(user_tower)),
-                             (ITEM_TOWER, _ItemServing(item_tower))):
+        for name, module in ((USER_TOWER, _Serving(user_tower, USER_INPUTS)),
+                             (ITEM_TOWER, _Serving(item_tower, ITEM_INPUTS))):
             tf.saved_model.save(module, os.path.join(staging, name),
                                 signatures={"serving_default": module.serve})
         with open(os.path.join(staging, METADATA), "w") as f:

@@ -188,11 +188,13 @@ def make_sampler(name: str, counts: np.ndarray, frequent_share: float = 0.3,
 
 
 def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_negatives: int,
-             batch_size: int, seed: int, shuffle: bool, shared: bool) -> tf.data.Dataset:
+             batch_size: int, seed: int, shuffle: bool, shared: bool,
+             start_step: int = 0) -> tf.data.Dataset:
     rows_ds = tf.data.Dataset.from_tensor_slices(np.asarray(rows, np.int64))
     if shuffle:
         rows_ds = rows_ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True).repeat()
-    rows_ds = rows_ds.batch(batch_size, drop_remainder=False)
+    # Skipping whole batches before the map costs only the shuffle, not the sampling.
+    rows_ds = rows_ds.batch(batch_size, drop_remainder=False).skip(start_step)
 
     def to_features(step, batch_rows):
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
@@ -209,22 +211,23 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
                 negatives[None, :] if shared else negatives, positive[:, None])
         return features
 
-    return (tf.data.Dataset.zip((tf.data.Dataset.counter(), rows_ds))
+    return (tf.data.Dataset.zip((tf.data.Dataset.counter(start_step), rows_ds))
             .map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
 def training_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
                      num_negatives: int, batch_size: int, seed: int,
-                     shared_negatives: bool = False) -> tf.data.Dataset:
+                     shared_negatives: bool = False, start_step: int = 0) -> tf.data.Dataset:
     """Endless, reshuffled-every-epoch batches; use `steps_per_epoch = ceil(len(rows)/batch)`.
 
     With `shared_negatives`, one draw of `num_negatives` movies serves the whole batch
     (mixed negative sampling): `negatives` is `[num_negatives]`, `negative_mask` stays
-    `[batch, num_negatives]`.
+    `[batch, num_negatives]`. `start_step` skips the first batches of the stream: a run
+    resumed after `start_step` steps sees the same batches and negatives as an uninterrupted one.
     """
     return _batches(tables, rows, sampler, num_negatives, batch_size, seed, shuffle=True,
-                    shared=shared_negatives)
+                    shared=shared_negatives, start_step=start_step)
 
 
 def validation_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,

@@ -90,7 +90,17 @@ def _embedding(rows: int, dim: int, config: TowerConfig, name: str) -> keras.lay
                                   embeddings_regularizer=regularizer, name=name)
 
 
-class UserTower(keras.Model):
+class _Tower(keras.Model):
+    """Base of both towers: `get_config` reports the architecture (the vocabularies live in the
+    lookup layers), which also keeps SavedModel export free of "non-serializable" warnings."""
+
+    config: TowerConfig
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self.config)}
+
+
+class UserTower(_Tower):
     """Raw user fields -> embedding. Accepts every contract field, uses those configured."""
 
     def __init__(self, config: TowerConfig, user_ids, movie_ids, genders, ages, occupations,
@@ -131,7 +141,7 @@ class UserTower(keras.Model):
         return self.head(parts, training=training)
 
 
-class ItemTower(keras.Model):
+class ItemTower(_Tower):
     """Raw movie fields (movie_id, genres "A|B|C") -> embedding."""
 
     def __init__(self, config: TowerConfig, movie_ids, genres, **kwargs):

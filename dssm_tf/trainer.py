@@ -99,6 +99,16 @@ def make_sampler(split: Split) -> sampling.Sampler:
                                  FLAGS.frequency_power)
 
 
+def _backed_up_steps(backup_dir: str) -> int:
+    """Training steps saved in `BackupAndRestore`'s checkpoint (0 when there is none), so a
+    resumed run continues the killed run's shuffles and negatives instead of replaying them."""
+    path = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if path is None:
+        return 0
+    return int(tf.train.load_variable(path, "model/optimizer/_iterations/.ATTRIBUTES/"
+                                            "VARIABLE_VALUE"))
+
+
 def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
     """Fit the configured model to early stop; returns (model, epochs run, seconds)."""
     fit_rows, val_rows = sampling.split_validation(len(split.train), FLAGS.validation_share,
@@ -110,12 +120,16 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
 
     datasets = dict(tables=tables, sampler=sampler, num_negatives=FLAGS.num_negatives,
                     batch_size=FLAGS.batch_size, seed=FLAGS.seed, shared_negatives=shared)
-    train_ds = sampling.training_dataset(rows=fit_rows, **datasets)
+    backup_dir = os.path.join(FLAGS.model_dir, "backup")
+    train_ds = sampling.training_dataset(rows=fit_rows, start_step=_backed_up_steps(backup_dir),
+                                         **datasets)
     val_ds = sampling.validation_dataset(rows=val_rows, **datasets) if len(val_rows) else None
-    model(next(iter(train_ds)))  # build, so BackupAndRestore can restore into the variables
+    # Build, so BackupAndRestore can restore into the variables. Not from train_ds: every
+    # iterator of it advances its shuffle's seed, and a resumed stream must match the original.
+    model(next(iter(sampling.validation_dataset(rows=fit_rows[:FLAGS.batch_size], **datasets))))
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs")),
-                 keras.callbacks.BackupAndRestore(os.path.join(FLAGS.model_dir, "backup"))]
+                 keras.callbacks.BackupAndRestore(backup_dir)]
     if val_ds is not None:
         monitor, mode = "val_loss", "min"
         if FLAGS.early_stopping_metric == "recall":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -105,6 +106,25 @@ def test_export_round_trip_without_dssm_tf(ml, tmp_path):
     expected = item_tower({k: tf.constant(v) for k, v in items.items()}).numpy()
     assert loaded["item"].shape == (8, 6) and loaded["item"].dtype == np.float32
     np.testing.assert_allclose(loaded["item"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_export_logs_no_serialization_warning(ml, tmp_path):
+    """The towers report their architecture (get_config), so saving does not warn about
+    non-serializable __init__ arguments."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    try:
+        user_tower, item_tower = _towers(ml)
+        export.export_towers(user_tower, item_tower, str(tmp_path / "export"),
+                             {"similarity": "dot", "embedding_dim": 6, "history_length": L})
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "serializ" in r.getMessage()]
+    assert user_tower.get_config()["history_length"] == L
+    assert item_tower.get_config()["hidden_units"] == (12, 6)
 
 
 def test_trained_export_metadata(trained_run):

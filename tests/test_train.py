@@ -160,8 +160,17 @@ def test_killed_run_resumes_from_backup(tmp_path):
     # epochs_run counts from the start of training, not from the resume.
     assert metrics["epochs_run"] == 4
     # Restored weights: the first resumed epoch already beats the killed run's first epoch.
-    assert float(LOSS_LINE.findall(resumed.stdout)[0]) < first_loss - 0.005
+    resumed_losses = LOSS_LINE.findall(resumed.stdout)
+    assert float(resumed_losses[0]) < first_loss - 0.005
     assert not any(files for _, _, files in os.walk(model_dir / "backup"))
+
+    # The resumed epochs are those of an uninterrupted run: same weights, optimizer state,
+    # shuffles and negatives (the stream skips the steps already trained).
+    whole = subprocess.run(
+        [a.replace(str(model_dir), str(tmp_path / "whole")) for a in args] + ["--epochs=4"],
+        cwd=REPO_ROOT, env=command_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    assert LOSS_LINE.findall(whole.stdout)[started[0][0] - 1:] == resumed_losses
 
 
 # --- every loss scheme trains (in process) -----------------------------------------------------
