@@ -38,6 +38,14 @@ def _take(ds, n):
     return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds.take(n)]
 
 
+def _uniform_stream(split, tables, num_negatives, batch_size, n):
+    """The first `n` batches of the seed-0 training stream over every training row."""
+    sampler = sampling.make_sampler("uniform", split.movie_counts)
+    return _take(sampling.training_dataset(tables, np.arange(len(split.train)), sampler,
+                                           num_negatives=num_negatives,
+                                           batch_size=batch_size, seed=0), n)
+
+
 def _row_of(split, ml):
     """(raw UserID, raw MovieID) -> training row (a user rates a movie once)."""
     train = split.train
@@ -126,10 +134,7 @@ def test_make_sampler_rejects_unknown_name():
 
 def test_training_batches_have_raw_features_and_histories(synth):
     ml, split, tables = synth
-    rows = np.arange(len(split.train))
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=3,
-                                              batch_size=50, seed=0), 4)
+    batches = _uniform_stream(split, tables, num_negatives=3, batch_size=50, n=4)
     row_of = _row_of(split, ml)
     train = split.train
     movie_ids = ml.movies.movie_id.to_numpy()
@@ -284,10 +289,7 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
     ml, split, _ = synth
     gap = 3
     tables = sampling.FeatureTables.from_split(ml, split, HISTORY, history_gap=gap)
-    rows = np.arange(len(split.train))
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=1,
-                                              batch_size=64, seed=0), 6)
+    batches = _uniform_stream(split, tables, num_negatives=1, batch_size=64, n=6)
     row_of = _row_of(split, ml)
     train = split.train
     movie_ids = ml.movies.movie_id.to_numpy()
