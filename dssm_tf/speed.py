@@ -24,6 +24,7 @@ so): speed depends on the machine.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -144,15 +145,17 @@ def step_rate(model, dataset, steps: int, cached: bool) -> float:
     source = dataset.take(CACHED_BATCHES).cache().repeat() if cached else dataset
     iterator = iter(source)
     train_function = model.make_train_function(force=True)
+    per_call = FLAGS.steps_per_execution  # steps per train_function call, as compiled
     logs = None
-    for _ in range(WARMUP_BATCHES):
+    for _ in range(math.ceil(WARMUP_BATCHES / per_call)):
         logs = train_function(iterator)
     float(logs["loss"])
+    calls = math.ceil(steps / per_call)
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(calls):
         logs = train_function(iterator)
     float(logs["loss"])  # wait for the last step
-    return steps * BATCH_SIZE / (time.perf_counter() - start)
+    return calls * per_call * BATCH_SIZE / (time.perf_counter() - start)
 
 
 def time_training(ml, split, table: Table):

@@ -213,7 +213,8 @@ def test_reuse_skips_finished_runs_and_failures_are_reported(bench):
 def test_speed_on_real_data(real_data_dir, tmp_path):
     output = tmp_path / "speed.json"
     proc = run_module("dssm_tf.speed", f"--data_dir={real_data_dir}", f"--output={output}",
-                      "--speed_batches=20", "--speed_steps=10", home=tmp_path)
+                      "--speed_batches=20", "--speed_steps=10", "--steps_per_execution=5",
+                      home=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(output) as f:
         rows = json.load(f)["rows"]
