@@ -195,6 +195,28 @@ def test_each_epoch_is_a_fresh_permutation_with_fresh_negatives(synth):
     assert len(set(draws)) == len(draws)
 
 
+def test_epochs_are_whole_steps_and_start_step_resumes_the_stream(synth):
+    """150 rows at batch 64: every epoch is 3 batches (the last short), each row once; a stream
+    started at step k is the uninterrupted stream from its k-th batch, negatives included."""
+    ml, split, tables = synth
+    rows = np.arange(150)
+    sampler = sampling.make_sampler("uniform", split.movie_counts)
+
+    def stream(start_step, n):
+        return _take(sampling.training_dataset(tables, rows, sampler, num_negatives=2,
+                                               batch_size=64, seed=3, start_step=start_step), n)
+
+    whole = stream(0, 9)
+    assert [len(b["user"]["user_id"]) for b in whole] == [64, 64, 22] * 3
+    row_of = _row_of(split, ml)
+    for epoch in range(3):
+        order = np.concatenate([_rows(b, row_of) for b in whole[3 * epoch:3 * epoch + 3]])
+        np.testing.assert_array_equal(np.sort(order), rows)
+    for start in (1, 4):  # inside the first epoch, and past an epoch boundary
+        for expected, got in zip(whole[start:], stream(start, 9 - start), strict=True):
+            tf.nest.map_structure(np.testing.assert_array_equal, expected, got)
+
+
 def test_training_stream_is_reproducible_under_its_seed(synth):
     _, split, tables = synth
     rows = np.arange(len(split.train))
