@@ -124,8 +124,8 @@ def fit(ml: MovieLens, split: Split) -> tuple[TwoTowerModel, int, float]:
     train_ds = sampling.training_dataset(rows=fit_rows, start_step=_backed_up_steps(backup_dir),
                                          **datasets)
     val_ds = sampling.validation_dataset(rows=val_rows, **datasets) if len(val_rows) else None
-    # Build, so BackupAndRestore can restore into the variables. Not from train_ds: every
-    # iterator of it advances its shuffle's seed, and a resumed stream must match the original.
+    # Build, so BackupAndRestore can restore into the variables. Any batch would do: the
+    # training stream is stateless, so building does not shift the batches `fit` sees.
     model(next(iter(sampling.validation_dataset(rows=fit_rows[:FLAGS.batch_size], **datasets))))
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.TensorBoard(os.path.join(FLAGS.model_dir, "logs")),

@@ -38,12 +38,15 @@ def _take(ds, n):
     return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in ds.take(n)]
 
 
-def _uniform_stream(split, tables, num_negatives, batch_size, n):
-    """The first `n` batches of the seed-0 training stream over every training row."""
+def _uniform_stream(split, tables, num_negatives, batch_size, n, rows=None, seed=0,
+                    start_step=0):
+    """The first `n` batches of the training stream with uniform negatives over `rows`
+    (default: every training row)."""
     sampler = sampling.make_sampler("uniform", split.movie_counts)
-    return _take(sampling.training_dataset(tables, np.arange(len(split.train)), sampler,
-                                           num_negatives=num_negatives,
-                                           batch_size=batch_size, seed=0), n)
+    rows = np.arange(len(split.train)) if rows is None else rows
+    return _take(sampling.training_dataset(tables, rows, sampler, num_negatives=num_negatives,
+                                           batch_size=batch_size, seed=seed,
+                                           start_step=start_step), n)
 
 
 def _row_of(split, ml):
@@ -175,9 +178,7 @@ def test_training_batches_have_raw_features_and_histories(synth):
 def test_each_epoch_is_a_fresh_permutation_with_fresh_negatives(synth):
     ml, split, tables = synth
     rows = np.arange(640)  # 10 full batches of 64 per epoch
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=5,
-                                              batch_size=64, seed=0), 20)
+    batches = _uniform_stream(split, tables, num_negatives=5, batch_size=64, n=20, rows=rows)
     row_of = _row_of(split, ml)
     epochs = []
     for epoch in (batches[:10], batches[10:]):
@@ -200,11 +201,10 @@ def test_epochs_are_whole_steps_and_start_step_resumes_the_stream(synth):
     started at step k is the uninterrupted stream from its k-th batch, negatives included."""
     ml, split, tables = synth
     rows = np.arange(150)
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
 
     def stream(start_step, n):
-        return _take(sampling.training_dataset(tables, rows, sampler, num_negatives=2,
-                                               batch_size=64, seed=3, start_step=start_step), n)
+        return _uniform_stream(split, tables, num_negatives=2, batch_size=64, n=n, rows=rows,
+                               seed=3, start_step=start_step)
 
     whole = stream(0, 9)
     assert [len(b["user"]["user_id"]) for b in whole] == [64, 64, 22] * 3
