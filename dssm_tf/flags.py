@@ -92,6 +92,8 @@ flags.DEFINE_integer("history_gap", 0, "Training: a row's history ends 0..G rows
 flags.DEFINE_float("temperature", 1.0, "bce/inbatch: logits = score / temperature.",
                    lower_bound=1e-6)
 flags.DEFINE_float("margin", 0.5, "triplet: margin.", lower_bound=0.0)
+flags.DEFINE_enum("triplet_distance", "euclidean", ["euclidean", "cosine"],
+                  "triplet: d = ||u - v|| or d = 1 - cos(u, v).")
 flags.DEFINE_float("gamma", 20.0, "softmax: logits = gamma * score.", lower_bound=1e-6)
 flags.DEFINE_boolean("sampling_correction", False, "bce/softmax: add -log(q(i)/q_uniform) to "
                      "each logit, so a frequency sampler does not teach the towers to demote "

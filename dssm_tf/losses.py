@@ -113,15 +113,32 @@ class BinaryCrossEntropy(LossScheme):
 
 
 class TripletMargin(LossScheme):
-    """mean over valid negatives of max(d(u,p) - d(u,n) + margin, 0), d = Euclidean distance."""
+    """mean over valid negatives of max(d(u,p) - d(u,n) + margin, 0).
 
-    def __init__(self, margin: float = 0.5, **kwargs):
+    `distance="euclidean"`: d = ||u - v||. `distance="cosine"`: d = 1 - cos(u, v), the
+    margin-ranking loss on cosine scores many DSSM notebooks use (for unit vectors it equals
+    ||u - v||^2 / 2, the squared distance of FaceNet's triplet loss).
+    """
+
+    DISTANCES = ("euclidean", "cosine")
+
+    def __init__(self, margin: float = 0.5, distance: str = "euclidean", **kwargs):
         super().__init__(**kwargs)
+        if distance not in self.DISTANCES:
+            raise ValueError(f"unknown triplet distance {distance!r}; expected one of "
+                             f"{self.DISTANCES}")
         self.margin = margin
+        self.distance = distance
+
+    def _distance(self, user: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        if self.distance == "euclidean":
+            return tf.norm(user - items, axis=-1)
+        return 1.0 - tf.reduce_sum(tf.math.l2_normalize(user, -1)
+                                   * tf.math.l2_normalize(items, -1), axis=-1)
 
     def call(self, user, positive, negatives, batch):
-        d_pos = tf.norm(user - positive, axis=-1)[:, None]
-        d_neg = tf.norm(user[:, None, :] - negatives, axis=-1)
+        d_pos = self._distance(user, positive)[:, None]
+        d_neg = self._distance(user[:, None, :], negatives)
         losses = tf.nn.relu(d_pos - d_neg + self.margin)
         weights = tf.cast(batch["negative_mask"], losses.dtype)
         return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
@@ -188,14 +205,15 @@ class InBatchSoftmax(LossScheme):
                              compute_batch_metrics=False)
 
 
-def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5, gamma: float = 20.0,
+def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5,
+              triplet_distance: str = "euclidean", gamma: float = 20.0,
               correction: SamplingCorrection | None = None, **inbatch_args) -> LossScheme:
     """The scheme `--loss` names. `correction` applies to `bce` and `softmax`;
     `inbatch_args` go to `InBatchSoftmax`."""
     if name == "bce":
         return BinaryCrossEntropy(temperature, correction)
     if name == "triplet":
-        return TripletMargin(margin)
+        return TripletMargin(margin, triplet_distance)
     if name == "softmax":
         return SampledSoftmax(gamma, correction)
     if name == "inbatch":

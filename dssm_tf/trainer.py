@@ -35,8 +35,8 @@ TRAINING_FLAGS = (  # recorded in metadata.json and metrics.json
     "epochs", "batch_size", "learning_rate", "optimizer", "seed", "mixed_precision",
     "steps_per_execution", "embedding_dim", "hidden_units", "activation", "output_activation",
     "dropout", "similarity", "embedding_l2", "initializer", "feature_dim", "user_features",
-    "item_features", "history_length", "history_gap", "temperature", "margin", "gamma",
-    "logq_weight", "sampling_correction", "protocol", "cutoff",)
+    "item_features", "history_length", "history_gap", "temperature", "margin", "triplet_distance",
+    "gamma", "logq_weight", "sampling_correction", "protocol", "cutoff",)
 
 
 def tower_config() -> TowerConfig:
@@ -69,7 +69,8 @@ def _loss_scheme(split: Split, ml: MovieLens, sampler: sampling.Sampler) -> loss
     correction = (losses.SamplingCorrection(movie_ids, sampler.probabilities())
                   if FLAGS.sampling_correction else None)
     return losses.make_loss(FLAGS.loss, temperature=FLAGS.temperature, margin=FLAGS.margin,
-                            gamma=FLAGS.gamma, correction=correction)
+                            triplet_distance=FLAGS.triplet_distance, gamma=FLAGS.gamma,
+                            correction=correction)
 
 
 def build_model(ml: MovieLens, split: Split, sampler: sampling.Sampler) -> TwoTowerModel:

@@ -101,19 +101,38 @@ def test_bce_auc_metric_updates_on_valid_pairs_only():
 
 # --- triplet margin ----------------------------------------------------------------------------
 
-def triplet_reference(user, positive, negatives, mask, margin):
-    d_pos = np.linalg.norm(user - positive, axis=-1)[:, None]
-    d_neg = np.linalg.norm(user[:, None] - negatives, axis=-1)
+def triplet_reference(user, positive, negatives, mask, margin, distance="euclidean"):
+    if distance == "euclidean":
+        d_pos = np.linalg.norm(user - positive, axis=-1)[:, None]
+        d_neg = np.linalg.norm(user[:, None] - negatives, axis=-1)
+    else:
+        def unit(x):
+            return x / np.linalg.norm(x, axis=-1, keepdims=True)
+        d_pos = 1 - (unit(user) * unit(positive)).sum(-1)[:, None]
+        d_neg = 1 - (unit(user)[:, None] * unit(negatives)).sum(-1)
     losses_ = np.maximum(d_pos - d_neg + margin, 0) * mask
     return losses_.sum() / max(mask.sum(), 1)
 
 
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
 @pytest.mark.parametrize("margin", [0.0, 0.5, 2.0])
-def test_triplet_matches_numpy(tensors, margin):
+def test_triplet_matches_numpy(tensors, margin, distance):
     user, positive, negatives, mask = tensors
-    got = _call(losses.make_loss("triplet", margin=margin), *tensors)
-    assert got == pytest.approx(triplet_reference(user, positive, negatives, mask, margin),
-                                rel=1e-5, abs=1e-6)
+    got = _call(losses.make_loss("triplet", margin=margin, triplet_distance=distance), *tensors)
+    assert got == pytest.approx(
+        triplet_reference(user, positive, negatives, mask, margin, distance), rel=1e-5, abs=1e-6)
+
+
+def test_triplet_cosine_distance_ignores_norms(tensors):
+    """1 - cos does not change when the tower outputs are rescaled; ||u - v|| does."""
+    user, positive, negatives, mask = tensors
+    for distance, invariant in (("cosine", True), ("euclidean", False)):
+        scheme = losses.make_loss("triplet", margin=0.5, triplet_distance=distance)
+        same = _call(scheme, 3 * user, 2 * positive, 5 * negatives, mask) == pytest.approx(
+            _call(scheme, *tensors), rel=1e-5)
+        assert same == invariant
+    with pytest.raises(ValueError, match="triplet distance"):
+        losses.make_loss("triplet", triplet_distance="manhattan")
 
 
 def test_triplet_margin_and_mask(tensors):
