@@ -18,8 +18,38 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # `from tests.synthetic import ...` under any import mode
     sys.path.insert(0, REPO_ROOT)
 
-from dssm_tf import data  # noqa: E402
+from dssm_tf.config import DataConfig, SplitConfig  # noqa: E402
+from dssm_tf.data import splits  # noqa: E402
+from dssm_tf.data.dataset import Dataset  # noqa: E402
+from dssm_tf.data.sources import load_dataset, movielens  # noqa: E402
 from tests import synthetic  # noqa: E402
+
+
+def load_ml(folder) -> Dataset:
+    """The MovieLens-1M-format data set in `folder`."""
+    return load_dataset(DataConfig(data_dir=os.fspath(folder)))
+
+
+def run_config(**fields):
+    """A RunConfig whose parts take the given fields by name (as the flags would)."""
+    import dataclasses as dc  # noqa: PLC0415
+
+    from dssm_tf.config import RunConfig  # noqa: PLC0415
+
+    parts = {}
+    for part in dc.fields(RunConfig):
+        cls = part.type if isinstance(part.type, type) else type(part.default)
+        names = {f.name for f in dc.fields(cls)}
+        parts[part.name] = dc.replace(part.default, **{k: v for k, v in fields.items()
+                                                       if k in names})
+    unknown = set(fields) - {f.name for p in parts.values() for f in dc.fields(p)}
+    assert not unknown, unknown
+    return RunConfig(**parts)
+
+
+def make_split(dataset: Dataset, protocol: str, cutoff: int | None = None) -> splits.Split:
+    """`splits.make_split` of `protocol` (and `cutoff`)."""
+    return splits.make_split(dataset, SplitConfig(protocol=protocol, cutoff=cutoff))
 
 
 @pytest.fixture
@@ -29,8 +59,8 @@ def tiny_data_dir(tmp_path) -> str:
 
 
 @pytest.fixture
-def tiny_ml(tiny_data_dir) -> data.MovieLens:
-    return data.load_movielens(tiny_data_dir)
+def tiny_ml(tiny_data_dir) -> Dataset:
+    return load_ml(tiny_data_dir)
 
 
 @pytest.fixture
@@ -52,16 +82,17 @@ def synthetic_session(tmp_path_factory) -> synthetic.Synthetic:
 
 
 @pytest.fixture(scope="session")
-def synthetic_ml(synthetic_session) -> data.MovieLens:
+def synthetic_ml(synthetic_session) -> Dataset:
     """The session's synthetic data set, parsed (read-only)."""
-    return data.load_movielens(synthetic_session.folder)
+    return load_ml(synthetic_session.folder)
 
 
-def tiny_towers(ml: data.MovieLens, seed: int = 0, **overrides):
+def tiny_towers(ml: Dataset, seed: int = 0, **overrides):
     """Small user/item towers with every feature on, for tower and export tests."""
     import tf_keras  # noqa: PLC0415  (TensorFlow, after dssm_tf)
 
-    from dssm_tf.towers import TowerConfig, build_towers  # noqa: PLC0415
+    from dssm_tf.config import TowerConfig  # noqa: PLC0415
+    from dssm_tf.models.towers import build_towers  # noqa: PLC0415
 
     tf_keras.utils.set_random_seed(seed)
     config = dict(embedding_dim=8, hidden_units=(16, 6), feature_dim=4, history_length=5,
@@ -73,19 +104,19 @@ def tiny_towers(ml: data.MovieLens, seed: int = 0, **overrides):
 @pytest.fixture(scope="session")
 def real_data_dir() -> str:
     """`$DSSM_TF_DATA_DIR` holding the real ML-1M files; skips the test when it is unset."""
-    folder = os.environ.get(data.DATA_DIR_ENV)
+    folder = os.environ.get(movielens.DATA_DIR_ENV)
     if not folder:
         pytest.skip("DSSM_TF_DATA_DIR is not set: real ML-1M tests skipped")
-    missing = [n for n in data.FILES if not os.path.isfile(os.path.join(folder, n))]
+    missing = [n for n in movielens.ML1M_FILES if not os.path.isfile(os.path.join(folder, n))]
     if missing:
         pytest.fail(f"DSSM_TF_DATA_DIR={folder} lacks {', '.join(missing)}")
     return folder
 
 
 @pytest.fixture(scope="session")
-def real_ml(real_data_dir) -> data.MovieLens:
+def real_ml(real_data_dir) -> Dataset:
     """The real ML-1M, parsed once per session."""
-    return data.load_movielens(real_data_dir)
+    return load_ml(real_data_dir)
 
 
 # --- Subprocess runs of the commands, and one trained model shared by the training tests ------
@@ -95,7 +126,7 @@ def command_env(tmp_path, **extra) -> dict:
     and an offline-safe HOME / default data folder inside `tmp_path`."""
     return dict(os.environ, PYTHONPATH=REPO_ROOT, PYTHONUNBUFFERED="1",
                 HOME=str(tmp_path / "home"), DSSM_TF_DATA_DIR=str(tmp_path / "default-data"),
-                **extra)
+                DSSM_TF_CACHE=str(tmp_path / "cache"), **extra)
 
 
 def run_command(command: str, *args: str, tmp_path, timeout: float = 300):

@@ -18,7 +18,7 @@ timestamps on both sides of the time-split cutoff) to evaluate the fake export o
 
 Usage::
 
-    ml = data.load_movielens(write_tiny_movielens(tmp_path / "ml"))
+    ml = load_ml(write_tiny_movielens(tmp_path / "ml"))
     model = build_fake_export(tmp_path / "export", ml, dim=16, history_length=5,
                               protocol="time_split")
     model.user_embeddings(user_ids, genders, ages, occupations, raw_history)   # numpy
@@ -34,7 +34,8 @@ import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imp
 import numpy as np
 import tensorflow as tf
 
-from dssm_tf import protocols
+from dssm_tf.config import TIME_SPLIT
+from dssm_tf.data.sources.movielens import ML1M_CUTOFF
 
 AGE_SCALE, OCCUPATION_SCALE = 56.0, 20.0
 _L2_EPSILON = 1e-12
@@ -182,8 +183,8 @@ class UserTower(tf.Module):
 
 
 def save_fake_export(model: FakeModel, export_dir, history_length: int = 5,
-                     protocol: str = protocols.TIME_SPLIT,
-                     cutoff: int | None = protocols.DEFAULT_CUTOFF,
+                     protocol: str = TIME_SPLIT,
+                     cutoff: int | None = ML1M_CUTOFF,
                      checksums: dict[str, str] | None = None,
                      extra_metadata: dict | None = None) -> str:
     """Write `user_tower/`, `item_tower/` and `metadata.json` under `export_dir`."""
@@ -197,7 +198,7 @@ def save_fake_export(model: FakeModel, export_dir, history_length: int = 5,
         "embedding_dim": model.dim,
         "history_length": int(history_length),
         "protocol": protocol,
-        "cutoff": cutoff if protocol == protocols.TIME_SPLIT else None,
+        "cutoff": cutoff if protocol == TIME_SPLIT else None,
         "flags": {"scheme": "fake", "seed": 0},
         "checksums": dict(checksums or {}),
     }
@@ -218,7 +219,7 @@ def write_tiny_movielens(folder, num_users: int = 40, num_movies: int = 80,
 
     Per-user rating counts vary from a handful to almost the whole catalogue (users 0 and 1
     rate all but 3 movies), so seen-item exclusion removes more than K items for some users.
-    Timestamps straddle `protocols.DEFAULT_CUTOFF` and repeat within users (ties by file
+    Timestamps straddle `ML1M_CUTOFF` and repeat within users (ties by file
     order). The last movie is never rated and the one before it only after the cutoff, so
     neither is a candidate under the time split.
     """
@@ -236,7 +237,7 @@ def write_tiny_movielens(folder, num_users: int = 40, num_movies: int = 80,
             title = "Café Society (1995)" if j == 1 else f"Movie {j}, The ({1950 + j % 50})"
             genres = "|".join(sorted(rng.choice(GENRES, size=1 + j % 3, replace=False)))
             f.write(f"{mid}::{title}::{genres}\n")
-    cutoff = protocols.DEFAULT_CUTOFF
+    cutoff = ML1M_CUTOFF
     rows = []
     for i, uid in enumerate(user_ids):
         rated = num_movies - 3 if i < 2 else int(rng.integers(4, num_movies // 2))
@@ -255,11 +256,12 @@ def write_tiny_movielens(folder, num_users: int = 40, num_movies: int = 80,
 
 
 def build_fake_export(export_dir, ml, dim: int = 16, history_length: int = 5,
-                      protocol: str = protocols.TIME_SPLIT,
-                      cutoff: int | None = protocols.DEFAULT_CUTOFF, similarity: str = "dot",
+                      protocol: str = TIME_SPLIT,
+                      cutoff: int | None = ML1M_CUTOFF, similarity: str = "dot",
                       seed: int = 0) -> FakeModel:
-    """A fake export whose vocabularies are those of `ml` (a `dssm_tf.data.MovieLens`)."""
-    model = make_fake_model(ml.users.user_id.to_numpy(), ml.movies.movie_id.to_numpy(),
-                            ml.genre_vocabulary, dim=dim, similarity=similarity, seed=seed)
+    """A fake export whose vocabularies are those of `ml` (a MovieLens-1M `Dataset`)."""
+    model = make_fake_model(ml.users.user_id.to_numpy(), ml.items.movie_id.to_numpy(),
+                            ml.vocabulary("item", "genres"), dim=dim, similarity=similarity,
+                            seed=seed)
     save_fake_export(model, export_dir, history_length, protocol, cutoff, ml.checksums)
     return model

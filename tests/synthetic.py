@@ -165,3 +165,34 @@ def make_dataset(folder, n_users: int = 60, n_movies: int = 90, seed: int = 0,
     write_movielens(folder, users, movies, ratings)
     return Synthetic(folder=folder, users=users, movies=movies, ratings=ratings,
                      user_group=user_group, movie_group=movie_group)
+
+
+def string_keyed_dataset():
+    """A small data set of another shape, built without files: string user keys ("customer")
+    and item keys ("sku"), a categorical and a numeric user feature ("segment", "spend"), a
+    multi-valued item feature ("tags") and a title ("name")."""
+    import pandas as pd  # noqa: PLC0415
+
+    from dssm_tf.config import DataConfig  # noqa: PLC0415
+    from dssm_tf.data.dataset import Table, build_dataset  # noqa: PLC0415
+    from dssm_tf.data.schema import (CATEGORICAL, FLOAT32, MULTI, NUMERIC, STRING,  # noqa
+                                     Feature, Schema)
+
+    schema = Schema(user_key="customer", item_key="sku", user_key_dtype=STRING,
+                    item_key_dtype=STRING,
+                    user_features=(Feature("segment", CATEGORICAL, STRING),
+                                   Feature("spend", NUMERIC, FLOAT32)),
+                    item_features=(Feature("tags", MULTI, STRING),), item_title="name")
+    users = pd.DataFrame({"customer": ["ann", "bob", "cy", "dee"],
+                          "segment": ["gold", "new", "gold", ""],
+                          "spend": [120.0, 3.5, 48.0, 0.0]})
+    items = pd.DataFrame({"sku": ["a", "b", "c", "d", "e"],
+                          "tags": ["red|big", "blue", "", "red", "blue|small"],
+                          "name": ["Apple", "Blueberry", "Cherry", "Date", "Elderberry"]})
+    rng = np.random.default_rng(0)
+    rows = [(u, i, int(t)) for t, (u, i) in enumerate(
+        (users.customer[rng.integers(4)], items.sku[rng.integers(5)]) for _ in range(60))]
+    interactions = pd.DataFrame(rows, columns=["customer", "sku", "timestamp"])
+    return build_dataset(schema, Table(interactions, "events.csv", 2),
+                         DataConfig(dataset="tabular", interactions="events.csv"),
+                         users=Table(users, "users.csv", 2), items=Table(items, "items.csv", 2))

@@ -1,15 +1,18 @@
-"""Baselines: itemCF (dssm_tf.itemcf) and popularity (dssm_tf.popularity), hand-made and real."""
+"""Baselines (dssm_tf.evaluation.baselines): itemCF and popularity, hand-made and real."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dssm_tf import data, evaluation, itemcf, popularity
-from dssm_tf.protocols import LEAVE_LAST_ONE_OUT, TIME_SPLIT, make_split
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, TIME_SPLIT
+from dssm_tf.evaluation import scoring
+from dssm_tf.evaluation.baselines import itemcf, popularity
+from tests.conftest import load_ml, make_split
 from tests.synthetic import CUTOFF, write_movielens
 
 # --------------------------------------------------------------------------- itemCF by hand
@@ -84,7 +87,7 @@ def _itemcf_split(tmp_path):
     ratings = [(int(r) + 1, movie_ids[c], 4, 978300000 + 10 * i)
                for i, (r, c) in enumerate(zip(rows, cols))]
     ratings += [(1, 10, 5, CUTOFF + 1), (4, 2, 5, CUTOFF + 2), (5, 1, 5, CUTOFF + 3)]
-    ml = data.load_movielens(write_movielens(tmp_path, users=users, movies=movies,
+    ml = load_ml(write_movielens(tmp_path, users=users, movies=movies,
                                              ratings=ratings))
     return make_split(ml, TIME_SPLIT)
 
@@ -101,14 +104,14 @@ def test_itemcf_scorer_by_hand(tmp_path):
     # Seen excluded, the expected movie ranks first for both users; D and E are never rated
     # by u0's neighbours, but D (a training movie) is still a candidate, E (no training
     # rating) is not.
-    top = evaluation.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 3,
+    top = scoring.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 3,
                                      exclude_seen=True)
     np.testing.assert_array_equal(top, [[C, D, -1], [B, A, -1]])
-    got = evaluation.evaluate_scorer(split, itemcf.itemcf_scorer(split), 1, exclude_seen=True)
+    got = scoring.evaluate_scorer(split, itemcf.itemcf_scorer(split), 1, exclude_seen=True)
     assert got["recall@1"] == 1.0 and got["n_test_users"] == 2
     # Seed's protocol: seen movies stay in. u0: C (0.838) then A, B (0.666 each);
     # u3: B (0.544) then C, D (0.526 each), then A (0.294).
-    top = evaluation.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 4,
+    top = scoring.top_k_for_users(split, itemcf.itemcf_scorer(split), split.test_users, 4,
                                      exclude_seen=False)
     assert top[0, 0] == C and set(top[0, 1:3]) == {A, B} and top[0, 3] == D
     assert top[1, 0] == B and set(top[1, 1:3]) == {C, D} and top[1, 3] == A
@@ -133,7 +136,7 @@ def _popularity_split(tmp_path):
     ratings = [(u, m, 3, 978300000 + 100 * u + i) for u, ms in history.items()
                for i, m in enumerate(ms)]
     ratings += [(2, 50, 4, CUTOFF), (3, 32, 4, CUTOFF + 1), (4, 10, 4, CUTOFF + 2)]
-    ml = data.load_movielens(write_movielens(tmp_path, users=users, movies=movies,
+    ml = load_ml(write_movielens(tmp_path, users=users, movies=movies,
                                              ratings=ratings))
     return make_split(ml, TIME_SPLIT)
 
@@ -145,16 +148,16 @@ def test_popularity_by_hand(tmp_path):
     users = split.test_users
     np.testing.assert_array_equal(users, [1, 2, 3])
     # Seen excluded: u2 (seen 1, 2, 10) -> [32]; u3 (seen 1, 2) -> [10, 32]; u4 -> [2, 10, 32].
-    top = evaluation.top_k_for_users(split, scorer, users, 3, exclude_seen=True)
+    top = scoring.top_k_for_users(split, scorer, users, 3, exclude_seen=True)
     np.testing.assert_array_equal(top, [[3, -1, -1], [2, 3, -1], [1, 2, 3]])
-    got = evaluation.evaluate_scorer(split, scorer, 3, exclude_seen=True)
+    got = scoring.evaluate_scorer(split, scorer, 3, exclude_seen=True)
     # Test: u2 -> 50 (never a candidate), u3 -> 32 (rank 1), u4 -> 10 (rank 1).
     assert got["recall@3"] == pytest.approx(2 / 3)
     assert got["ndcg@3"] == pytest.approx(2 / 3 / math.log2(3))
     # Not excluded: everyone gets [1, 2, 10]; only u4's 10 (rank 2) is a hit.
-    top = evaluation.top_k_for_users(split, scorer, users, 3, exclude_seen=False)
+    top = scoring.top_k_for_users(split, scorer, users, 3, exclude_seen=False)
     np.testing.assert_array_equal(top, [[0, 1, 2]] * 3)
-    got = evaluation.evaluate_scorer(split, scorer, 3, exclude_seen=False)
+    got = scoring.evaluate_scorer(split, scorer, 3, exclude_seen=False)
     assert got["recall@3"] == pytest.approx(1 / 3)
 
 
@@ -164,19 +167,19 @@ def test_popularity_by_hand(tmp_path):
 @pytest.mark.parametrize("protocol", [TIME_SPLIT, LEAVE_LAST_ONE_OUT])
 def test_planted_structure_is_learnable(synthetic_data, protocol):
     """On the synthetic set, itemCF (and an oracle knowing the groups) beat popularity."""
-    ml = data.load_movielens(synthetic_data.folder)
+    ml = load_ml(synthetic_data.folder)
     split = make_split(ml, protocol)
-    pop = evaluation.evaluate_scorer(split, popularity.popularity_scorer(split), 10, True)
-    icf = evaluation.evaluate_scorer(split, itemcf.itemcf_scorer(split), 10, True)
+    pop = scoring.evaluate_scorer(split, popularity.popularity_scorer(split), 10, True)
+    icf = scoring.evaluate_scorer(split, itemcf.itemcf_scorer(split), 10, True)
     assert icf["recall@10"] > pop["recall@10"] + 0.2, (icf, pop)
     user_group = np.array([synthetic_data.user_group[u] for u in ml.users.user_id])
-    movie_group = np.array([synthetic_data.movie_group[m] for m in ml.movies.movie_id])
+    movie_group = np.array([synthetic_data.movie_group[m] for m in ml.items.movie_id])
 
     def oracle(users):  # the planted preference, with popularity to break ties
         same = user_group[users][:, None] == movie_group[None, :]
-        return same * 1e6 + split.movie_counts[None, :]
+        return same * 1e6 + split.item_counts[None, :]
 
-    best = evaluation.evaluate_scorer(split, oracle, 10, True)
+    best = scoring.evaluate_scorer(split, oracle, 10, True)
     assert best["recall@10"] > pop["recall@10"] + 0.2, (best, pop)
 
 
@@ -206,15 +209,15 @@ def test_real_time_split_counts(real_splits):
 def test_real_leave_last_one_out_counts(real_splits, real_ml):
     split = real_splits[LEAVE_LAST_ONE_OUT]
     assert len(split.test_users) == len(split.test) == 6_040
-    assert len(split.train) == len(real_ml.ratings) - 6_040
+    assert len(split.train) == len(real_ml.interactions) - 6_040
 
 
 @pytest.mark.slow
 def test_real_itemcf_time_split(real_splits, real_itemcf):
     split, scorer = real_splits[TIME_SPLIT], real_itemcf[TIME_SPLIT]
-    got = evaluation.evaluate_scorer(split, scorer, 50, exclude_seen=True)
+    got = scoring.evaluate_scorer(split, scorer, 50, exclude_seen=True)
     assert got["recall@50"] >= 0.14, got          # measured 0.1449
-    seed = evaluation.evaluate_scorer(split, scorer, 50, exclude_seen=False)
+    seed = scoring.evaluate_scorer(split, scorer, 50, exclude_seen=False)
     assert 0.05 <= seed["recall@50"] <= 0.08, seed  # seed published 0.057; measured 0.0669
     assert (got["n_test_users"], got["n_test_items"]) == (178, 3_348)
 
@@ -222,7 +225,7 @@ def test_real_itemcf_time_split(real_splits, real_itemcf):
 @pytest.mark.slow
 def test_real_itemcf_leave_last_one_out(real_splits, real_itemcf):
     split = real_splits[LEAVE_LAST_ONE_OUT]
-    got = evaluation.evaluate_scorer(split, real_itemcf[LEAVE_LAST_ONE_OUT], 50, True)
+    got = scoring.evaluate_scorer(split, real_itemcf[LEAVE_LAST_ONE_OUT], 50, True)
     assert got["hit@50"] >= 0.19, got               # measured 0.2205
     assert got["hit@50"] == got["recall@50"]         # one test item per user
 
@@ -230,8 +233,39 @@ def test_real_itemcf_leave_last_one_out(real_splits, real_itemcf):
 @pytest.mark.slow
 def test_real_popularity(real_splits):
     split = real_splits[TIME_SPLIT]
-    got = evaluation.evaluate_scorer(split, popularity.popularity_scorer(split), 50, True)
+    got = scoring.evaluate_scorer(split, popularity.popularity_scorer(split), 50, True)
     assert got["recall@50"] == pytest.approx(0.126, abs=0.01), got      # measured 0.1257
     split = real_splits[LEAVE_LAST_ONE_OUT]
-    got = evaluation.evaluate_scorer(split, popularity.popularity_scorer(split), 50, True)
+    got = scoring.evaluate_scorer(split, popularity.popularity_scorer(split), 50, True)
     assert got["hit@50"] == pytest.approx(0.140, abs=0.015), got        # measured 0.1397
+
+
+@pytest.mark.slow
+def test_real_ml1m_as_a_csv_gives_the_same_split_and_baselines(real_ml, tmp_path):
+    """The ML-1M ratings written as a CSV with a header, read by `--dataset=tabular` with
+    the seed's cutoff: the same test pairs on both protocols, the same baseline figures."""
+    from dssm_tf.config import DataConfig  # noqa: PLC0415
+    from dssm_tf.data.sources import load_dataset  # noqa: PLC0415
+
+    frame = real_ml.interactions
+    csv = tmp_path / "ratings.csv"
+    pd.DataFrame({"user_id": real_ml.user_keys[frame.user], "movie_id": real_ml.item_keys[
+        frame.item], "rating": frame.rating, "timestamp": frame.timestamp}).to_csv(
+        csv, index=False)
+    tabular = load_dataset(DataConfig(dataset="tabular", interactions=str(csv),
+                                      item_column="movie_id", rating_column="rating"))
+    for protocol in (TIME_SPLIT, LEAVE_LAST_ONE_OUT):
+        ours, theirs = (make_split(d, protocol, CUTOFF if protocol == TIME_SPLIT else None)
+                        for d in (real_ml, tabular))
+
+        def pairs(split, dataset):
+            return sorted(zip(dataset.user_keys[split.test.user].tolist(),
+                              dataset.item_keys[split.test.item].tolist()))
+
+        assert pairs(ours, real_ml) == pairs(theirs, tabular)
+        assert len(ours.train) == len(theirs.train)
+        for scorer in (popularity.popularity_scorer, itemcf.itemcf_scorer):
+            want = scoring.evaluate_scorer(ours, scorer(ours), 50, True)
+            got = scoring.evaluate_scorer(theirs, scorer(theirs), 50, True)
+            for key in ("recall@50", "hit@50", "ndcg@50", "n_test_users", "n_test_items"):
+                assert got[key] == pytest.approx(want[key], abs=1e-12), (protocol, key)

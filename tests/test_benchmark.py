@@ -15,7 +15,8 @@ import sys
 import numpy as np
 import pytest
 
-from dssm_tf import benchmark, protocols
+from dssm_tf.cli import benchmark
+from dssm_tf.config import PROTOCOLS
 from tests.conftest import REPO_ROOT
 from tests.synthetic import make_dataset
 
@@ -35,7 +36,8 @@ MAX_K = 200
 
 def run_module(module: str, *args, home, timeout=600):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, HOME=str(home),
-               DSSM_TF_DATA_DIR=str(home / "no-default-data"))
+               DSSM_TF_DATA_DIR=str(home / "no-default-data"),
+               DSSM_TF_CACHE=str(home / "cache"))
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -74,7 +76,7 @@ def test_benchmark_writes_its_three_files(bench):
     assert bench.proc.returncode == 0, bench.proc.stderr[-3000:]
     assert sorted(os.listdir(bench.out)) == ["recall_at_k.png", "results.json", "results.md",
                                              "runs"]  # no temp file left
-    for protocol in protocols.PROTOCOLS:
+    for protocol in PROTOCOLS:
         for seed in (0, 1):
             model_dir = os.path.join(bench.out, "runs", "tiny", protocol, f"seed{seed}")
             assert os.path.isfile(os.path.join(model_dir, "metrics.json"))
@@ -85,7 +87,7 @@ def test_results_json_has_every_model_and_protocol(bench):
     payload = bench.results()
     assert payload["k"] == 50 and payload["max_k"] == MAX_K and payload["seeds"] == [0, 1]
     assert payload["failures"] == []
-    assert list(payload["results"]) == list(protocols.PROTOCOLS)
+    assert list(payload["results"]) == list(PROTOCOLS)
     for protocol, models in payload["results"].items():
         assert list(models) == MODELS
         for name, summary in models.items():
@@ -115,7 +117,7 @@ def test_results_json_has_every_model_and_protocol(bench):
 
 def test_results_match_each_runs_metrics_json(bench):
     models = bench.results()["results"]
-    for protocol in protocols.PROTOCOLS:
+    for protocol in PROTOCOLS:
         values = []
         for seed in (0, 1):
             path = os.path.join(bench.out, "runs", "tiny", protocol, f"seed{seed}",
@@ -132,7 +134,7 @@ def test_results_md_is_printed_and_lists_every_model(bench):
     with open(os.path.join(bench.out, "results.md")) as f:
         table = f.read()
     assert table.strip() in bench.proc.stdout
-    for protocol in protocols.PROTOCOLS:
+    for protocol in PROTOCOLS:
         section = table.split(f"## {protocol}")[1].split("## ")[0]
         rows = [line for line in section.splitlines() if line.startswith("| ")]
         assert [row.split("|")[1].strip() for row in rows] == ["model"] + MODELS
@@ -219,7 +221,7 @@ def test_speed_on_real_data(real_data_dir, tmp_path):
     with open(output) as f:
         rows = json.load(f)["rows"]
     whats = " | ".join(row["what"] for row in rows)
-    for needle in ("ML-1M load", "itemCF", "pipeline", "train step", "evaluate_export"):
+    for needle in ("movielens-1m load", "itemCF", "pipeline", "train step", "evaluate_export"):
         assert needle in whats
     assert all(row["value"] > 0 for row in rows)
     assert "ok?" in proc.stdout

@@ -19,7 +19,8 @@ CONTRACT_KEYS = {"recall@50", "recall@50_user_mean", "hit@50", "ndcg@50", "n_tes
 def run_itemcf(*args, tmp_path):
     """Run the command with PYTHONPATH = repo root, an offline default data folder and HOME."""
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, HOME=str(tmp_path / "home"),
-               DSSM_TF_DATA_DIR=str(tmp_path / "default-data"))
+               DSSM_TF_DATA_DIR=str(tmp_path / "default-data"),
+               DSSM_TF_CACHE=str(tmp_path / "cache"))
     return subprocess.run([sys.executable, "-m", "dssm_tf.itemcf", *args], cwd=REPO_ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
 
@@ -122,3 +123,20 @@ def test_itemcf_cli_offline_default(tmp_path):
     line = _one_error_line(proc)
     assert str(tmp_path / "default-data") in line and "ratings.dat" in line
     assert not os.path.exists(tmp_path / "default-data" / "ratings.dat")
+
+
+def test_itemcf_cli_cutoff_takes_a_date_or_seconds(synthetic_data, tmp_path):
+    results = []
+    for cutoff in ("2003-01-01", "1041379200", "2003-01-01T00:00:00Z"):
+        proc = run_itemcf(f"--data_dir={synthetic_data.folder}", f"--cutoff={cutoff}",
+                          tmp_path=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        results.append(json.loads(proc.stdout))
+    assert results[0] == results[1] == results[2]
+    proc = run_itemcf(f"--data_dir={synthetic_data.folder}", "--cutoff=2002-12-01",
+                      tmp_path=tmp_path)
+    assert json.loads(proc.stdout)["n_test_items"] > results[0]["n_test_items"]
+    proc = run_itemcf(f"--data_dir={synthetic_data.folder}", "--cutoff=yesterday",
+                      tmp_path=tmp_path)
+    assert proc.returncode == 2
+    assert _one_error_line(proc).startswith("error: --cutoff: expected Unix seconds or a date")

@@ -1,4 +1,5 @@
-"""`dssm_tf.evaluate` on a fake contract-true export: brute-force numpy equality, errors, CLI."""
+"""Evaluating an export (`dssm_tf.serving.loaded`, `dssm_tf.evaluation.exports`, the `evaluate`
+command) on a fake contract-true export: brute-force numpy equality, errors, CLI."""
 
 import json
 import os
@@ -11,8 +12,12 @@ import pytest
 
 from tests import fake_export  # imports dssm_tf (TF_USE_LEGACY_KERAS), then TensorFlow
 
-from dssm_tf import data, evaluate, evaluation, protocols
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, PROTOCOLS, TIME_SPLIT, IndexConfig
 from dssm_tf.errors import InputError
+from dssm_tf.evaluation import scoring
+from dssm_tf.evaluation.exports import evaluate_export, split_for_export
+from dssm_tf.serving import contract, loaded
+from tests.conftest import load_ml, make_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 K = 10
@@ -24,11 +29,11 @@ CONTRACT_KEYS = ("protocol", "k", "exclude_seen", f"recall@{K}", f"recall@{K}_us
 def world(tmp_path_factory):
     """Tiny ML-1M folder plus two fake exports: dot/L=5/time_split and cosine/L=0/LOO."""
     root = tmp_path_factory.mktemp("evaluate")
-    ml = data.load_movielens(fake_export.write_tiny_movielens(root / "ml-1m"))
+    ml = load_ml(fake_export.write_tiny_movielens(root / "ml-1m"))
     dot = fake_export.build_fake_export(root / "dot", ml, dim=8, history_length=5,
-                                        protocol=protocols.TIME_SPLIT, seed=1)
+                                        protocol=TIME_SPLIT, seed=1)
     cosine = fake_export.build_fake_export(root / "cosine", ml, dim=8, history_length=0,
-                                           protocol=protocols.LEAVE_LAST_ONE_OUT,
+                                           protocol=LEAVE_LAST_ONE_OUT,
                                            similarity="cosine", seed=2)
     return {"root": root, "ml": ml, "dot": (str(root / "dot"), dot),
             "cosine": (str(root / "cosine"), cosine)}
@@ -37,24 +42,24 @@ def world(tmp_path_factory):
 def brute_force(ml, split, model, history_length, k, exclude_seen):
     """Independent per-user evaluation: numpy embeddings, sort, count hits."""
     train, test = split.train, split.test
-    candidates = np.unique(train.movie.to_numpy())
-    movies = ml.movies.iloc[candidates]
+    candidates = np.unique(train.item.to_numpy())
+    movies = ml.items.iloc[candidates]
     item_vectors = model.item_embeddings(movies.movie_id.to_numpy(), movies.genres.tolist())
     top, recall_hits, user_recalls, user_hits, ndcgs = {}, 0, [], [], []
     for user in np.unique(test.user.to_numpy()):
         row = ml.users.iloc[user]
         mine = train[train.user == user]  # chronological (ties by file order)
-        raw = mine.movie_id.to_numpy()[-history_length:] if history_length else []
+        raw = ml.item_keys[mine.item.to_numpy()][-history_length:] if history_length else []
         history = np.zeros((1, history_length), np.int64)
         history[0, history_length - len(raw):] = raw
         u = model.user_embeddings([row.user_id], [row.gender], [row.age], [row.occupation],
                                   history)[0]
         scores = item_vectors @ u
-        seen = set(mine.movie.tolist()) if exclude_seen else set()
+        seen = set(mine.item.tolist()) if exclude_seen else set()
         ranked = [int(candidates[j]) for j in np.argsort(-scores, kind="stable")
                   if candidates[j] not in seen][:k]
         top[user] = ranked + [-1] * (k - len(ranked))
-        wanted = test[test.user == user].movie.tolist()
+        wanted = test[test.user == user].item.tolist()
         hits = [ranked.index(m) for m in wanted if m in ranked]
         recall_hits += len(hits)
         user_recalls.append(len(hits) / len(wanted))
@@ -69,14 +74,14 @@ def brute_force(ml, split, model, history_length, k, exclude_seen):
 
 
 @pytest.mark.parametrize("which", ["dot", "cosine"])
-@pytest.mark.parametrize("protocol", protocols.PROTOCOLS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("exclude_seen", [True, False])
 def test_evaluate_export_equals_brute_force(world, which, protocol, exclude_seen):
     ml = world["ml"]
     export_dir, model = world[which]
-    split = protocols.make_split(ml, protocol)
-    export = evaluate.load_export(export_dir)
-    result, top = evaluate.evaluate_export(export, ml, split, K, exclude_seen, max_k=K + 5)
+    split = make_split(ml, protocol)
+    export = loaded.load_export(export_dir)
+    result, top = evaluate_export(export, ml, split, K, exclude_seen, max_k=K + 5)
     expected, expected_top = brute_force(ml, split, model, export.history_length, K,
                                          exclude_seen)
     assert top.shape == (len(split.test_users), K + 5)
@@ -92,38 +97,41 @@ def test_evaluate_export_equals_brute_force(world, which, protocol, exclude_seen
 
 def test_path_string_and_approximate_indexes(world):
     ml = world["ml"]
-    split = protocols.make_split(ml, protocols.LEAVE_LAST_ONE_OUT)
-    exact, top = evaluate.evaluate_export(world["dot"][0], ml, split, K, True)
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    exact, top = evaluate_export(world["dot"][0], ml, split, K, True)
     full = (top >= 0).sum(axis=1)
     for kind in ("ivf", "hnsw"):
-        result, approx = evaluate.evaluate_export(world["dot"][0], ml, split, K, True, kind)
+        result, approx = evaluate_export(world["dot"][0], ml, split, K, True,
+                                         IndexConfig(index=kind))
         assert result["index"] == kind
         np.testing.assert_array_equal((approx >= 0).sum(axis=1), full)  # never short lists
         if kind == "hnsw":
             overlap = np.mean([len(set(a) & set(b)) / K for a, b in zip(top, approx)])
             assert overlap > 0.9
     # IVF probing every list is exact.
-    result, approx = evaluate.evaluate_export(world["dot"][0], ml, split, K, True, "ivf",
-                                              index_params={"nlist": 3, "nprobe": 3})
+    result, approx = evaluate_export(world["dot"][0], ml, split, K, True,
+                                     IndexConfig(index="ivf", nlist=3, nprobe=3))
     np.testing.assert_array_equal(approx, top)
     assert result[f"recall@{K}"] == exact[f"recall@{K}"]
 
 
 def test_user_inputs_raw_right_aligned_history(world):
     ml = world["ml"]
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    split = make_split(ml, TIME_SPLIT)
     users = split.test_users[:6]
-    inputs = evaluate.user_inputs(ml, split, users, 4)
+    inputs = contract.user_inputs(ml, split, users, 4)
     assert inputs["history"].shape == (6, 4) and inputs["history"].dtype == np.int64
     for row, user in zip(inputs["history"], users):
-        raw = split.train[split.train.user == user].movie_id.to_numpy()[-4:]
+        raw = ml.item_keys[split.train[split.train.user == user].item.to_numpy()][-4:]
         np.testing.assert_array_equal(row[4 - len(raw):], raw)
         assert (row[:4 - len(raw)] == 0).all()
     np.testing.assert_array_equal(inputs["user_id"], ml.users.user_id.to_numpy()[users])
     assert set(inputs["gender"]) <= {"F", "M"}
-    assert evaluate.user_inputs(ml, split, users, 0)["history"].shape == (6, 0)
-    movies = evaluate.movie_inputs(ml, np.array([1, 0]))
-    assert movies["genres"][0] == ml.movies.genres[1] and movies["movie_id"][1] == 3
+    assert contract.user_inputs(ml, split, users, 0)["history"].shape == (6, 0)
+    movies = contract.item_inputs(ml, np.array([1, 0]))
+    assert movies["genres"][0] == ml.items.genres[1] and movies["movie_id"][1] == 3
+    assert list(movies) == ["movie_id", "genres"]
+    assert list(inputs) == ["user_id", "gender", "age", "occupation", "history"]
 
 
 def test_embed_functions_accept_loaded_savedmodels(world):
@@ -131,29 +139,29 @@ def test_embed_functions_accept_loaded_savedmodels(world):
 
     ml = world["ml"]
     export_dir, model = world["dot"]
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    split = make_split(ml, TIME_SPLIT)
     item_tower = tf.saved_model.load(os.path.join(export_dir, "item_tower"))
-    got = evaluate.embed_movies(item_tower, ml, np.arange(5), batch_size=2)
-    np.testing.assert_allclose(got, model.item_embeddings(ml.movies.movie_id[:5],
-                                                          ml.movies.genres[:5]), atol=1e-5)
+    got = loaded.embed_items(item_tower, ml, np.arange(5), batch_size=2)
+    np.testing.assert_allclose(got, model.item_embeddings(ml.items.movie_id[:5],
+                                                          ml.items.genres[:5]), atol=1e-5)
     user_tower = tf.saved_model.load(os.path.join(export_dir, "user_tower"))
     users = split.test_users[:3]
-    inputs = evaluate.user_inputs(ml, split, users, 5)
-    got = evaluate.embed_users(user_tower, ml, split, users, 5)
+    inputs = contract.user_inputs(ml, split, users, 5)
+    got = loaded.embed_users(user_tower, ml, split, users, 5)
     np.testing.assert_allclose(got, model.user_embeddings(
         inputs["user_id"], inputs["gender"], inputs["age"], inputs["occupation"],
         inputs["history"]), atol=1e-5)
 
 
-def test_split_follows_metadata_and_warns_on_override(world):
+def test_split_follows_metadata_and_warns_on_override(world, caplog):
     ml = world["ml"]
-    export = evaluate.load_export(world["cosine"][0])
-    warnings = []
-    assert evaluate.split_for_export(ml, export, warn=warnings.append).protocol == \
-        protocols.LEAVE_LAST_ONE_OUT
-    assert not warnings
-    split = evaluate.split_for_export(ml, export, protocols.TIME_SPLIT, warn=warnings.append)
-    assert split.protocol == protocols.TIME_SPLIT and "leave_last_one_out" in warnings[0]
+    metadata = loaded.load_export(world["cosine"][0]).metadata
+    assert split_for_export(ml, metadata).protocol == LEAVE_LAST_ONE_OUT
+    assert not caplog.records
+    split = split_for_export(ml, metadata, TIME_SPLIT)
+    assert split.protocol == TIME_SPLIT
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "leave_last_one_out" in caplog.records[0].getMessage()
 
 
 def _broken_copy(world, name, edit):
@@ -184,17 +192,17 @@ def _write_metadata(path, **changes):
 def test_bad_exports_are_input_errors(world, name, edit, message):
     path = _broken_copy(world, name, edit)
     with pytest.raises(InputError, match=message):
-        evaluate.load_export(path)
+        loaded.load_export(path)
     with pytest.raises(InputError, match="export folder not found"):
-        evaluate.load_export(str(world["root"] / "nowhere"))
+        loaded.load_export(str(world["root"] / "nowhere"))
 
 
 def test_wrong_dimension_and_swapped_towers_are_input_errors(world):
     ml = world["ml"]
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    split = make_split(ml, TIME_SPLIT)
     path = _broken_copy(world, "dim", lambda p: _write_metadata(p, embedding_dim=9))
     with pytest.raises(InputError, match="embedding_dim=9"):
-        evaluate.evaluate_export(path, ml, split, K, True)
+        evaluate_export(path, ml, split, K, True)
 
     def swap(p):
         os.rename(os.path.join(p, "user_tower"), os.path.join(p, "tmp"))
@@ -202,7 +210,7 @@ def test_wrong_dimension_and_swapped_towers_are_input_errors(world):
         os.rename(os.path.join(p, "tmp"), os.path.join(p, "item_tower"))
 
     with pytest.raises(InputError, match="inputs are"):
-        evaluate.load_export(_broken_copy(world, "swapped", swap))
+        loaded.load_export(_broken_copy(world, "swapped", swap))
 
 
 def _run(module, *args):
@@ -218,12 +226,12 @@ def test_cli_evaluate(world):
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
     assert set(CONTRACT_KEYS) <= set(printed)
-    assert printed["protocol"] == protocols.LEAVE_LAST_ONE_OUT  # from metadata.json
+    assert printed["protocol"] == LEAVE_LAST_ONE_OUT  # from metadata.json
     with open(output) as f:
         assert json.load(f) == printed
     ml = world["ml"]
-    expected, _ = evaluate.evaluate_export(world["cosine"][0], ml, protocols.make_split(
-        ml, protocols.LEAVE_LAST_ONE_OUT), K, True)
+    expected, _ = evaluate_export(world["cosine"][0], ml, make_split(ml, LEAVE_LAST_ONE_OUT),
+                                  K, True)
     for key in CONTRACT_KEYS:
         assert printed[key] == pytest.approx(expected[key]), key
 
@@ -252,13 +260,44 @@ def test_real_ml1m_matches_dense_scoring(tmp_path, real_ml):
     """Full ML-1M, dim-64 fake export: faiss lists give the metrics of dense numpy scoring."""
     ml = real_ml
     fake_export.build_fake_export(tmp_path / "export", ml, dim=64, history_length=20,
-                                  protocol=protocols.LEAVE_LAST_ONE_OUT, similarity="cosine")
-    export = evaluate.load_export(str(tmp_path / "export"))
-    split = evaluate.split_for_export(ml, export)
-    result, top = evaluate.evaluate_export(export, ml, split, 50, True)
+                                  protocol=LEAVE_LAST_ONE_OUT, similarity="cosine")
+    export = loaded.load_export(str(tmp_path / "export"))
+    split = split_for_export(ml, export.metadata)
+    result, top = evaluate_export(export, ml, split, 50, True)
     assert result["n_test_users"] == ml.num_users == 6040
-    items = evaluate.embed_movies(export.item_tower, ml, np.arange(ml.num_movies))
-    users = evaluate.embed_users(export.user_tower, ml, split, np.arange(ml.num_users), 20)
-    dense = evaluation.evaluate_scorer(split, lambda batch: users[batch] @ items.T, 50, True)
+    items = loaded.embed_items(export.item_tower, ml, np.arange(ml.num_items))
+    users = loaded.embed_users(export.user_tower, ml, split, np.arange(ml.num_users), 20)
+    dense = scoring.evaluate_scorer(split, lambda batch: users[batch] @ items.T, 50, True)
     for key in ("recall@50", "recall@50_user_mean", "hit@50", "ndcg@50"):
         assert result[key] == pytest.approx(dense[key], abs=2 / result["n_test_items"]), key
+
+
+def test_cli_finds_the_data_metadata_records_and_warns_when_it_is_gone(world, tmp_path):
+    """No data flag: the data folder comes from metadata.json; when that folder is gone, the
+    release's default folder is read, with one warning; a gone tabular file is an error."""
+    ml_dir = str(world["root"] / "ml-1m")
+    export_dir = str(tmp_path / "export")
+    for name, data_dir in (("here", ml_dir), ("gone", str(tmp_path / "moved-away"))):
+        shutil.rmtree(export_dir, ignore_errors=True)
+        shutil.copytree(world["cosine"][0], export_dir)
+        _write_metadata(export_dir, config={"data": {"dataset": "movielens-1m",
+                                                     "data_dir": data_dir}})
+        env = dict(os.environ, PYTHONPATH=REPO, DSSM_TF_DATA_DIR=ml_dir)  # the default folder
+        proc = subprocess.run([sys.executable, "-m", "dssm_tf.evaluate",
+                               f"--export_dir={export_dir}", f"--k={K}"], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["n_test_users"] == len(
+            make_split(world["ml"], LEAVE_LAST_ONE_OUT).test_users)
+        warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+        if name == "here":
+            assert not warnings, proc.stderr
+        else:
+            assert len(warnings) == 1 and data_dir in warnings[0] and "gone" in warnings[0]
+    _write_metadata(export_dir, config={"data": {"dataset": "tabular",
+                                                 "interactions": "/nowhere/events.csv"}})
+    proc = _run("dssm_tf.evaluate", f"--export_dir={export_dir}")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: /nowhere/events.csv: file not found") \
+        and "--interactions" in lines[0]

@@ -1,4 +1,5 @@
-"""SavedModel export: raw-id round trip without dssm_tf, metadata, atomicity, `evaluate` CLI."""
+"""SavedModel export (`dssm_tf.serving`): raw-input round trips without dssm_tf (MovieLens and a
+string-keyed schema), metadata, atomicity, `evaluate` CLI."""
 
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf import data, evaluate, export, protocols
+from dssm_tf.config import TIME_SPLIT
+from dssm_tf.data.sources.movielens import ML1M_FILES
+from dssm_tf.evaluation.exports import evaluate_export
+from dssm_tf.serving import contract, export
 from tests import synthetic
-from tests.conftest import TRAIN_K, run_command, tiny_towers
+from tests.conftest import TRAIN_K, load_ml, make_split, run_command, tiny_towers
+from tests.synthetic import string_keyed_dataset
 
 L = 4
 
@@ -68,9 +73,10 @@ def test_export_round_trip_without_dssm_tf(ml, tmp_path):
     user_tower, item_tower = _towers(ml)
     export_dir = export.export_towers(user_tower, item_tower, str(tmp_path / "export"),
                                       {"similarity": "dot", "embedding_dim": 6,
-                                       "history_length": L})
+                                       "history_length": L,
+                                       "signatures": contract.signatures(ml.schema)})
     rng = np.random.default_rng(0)
-    movie_ids = ml.movies.movie_id.to_numpy(np.int64)
+    movie_ids = ml.items.movie_id.to_numpy(np.int64)
     n = 6
     widest = rng.choice(movie_ids, size=(n, 7)).astype(np.int64)
     widest[0, :5] = 0           # short history, zero-padded
@@ -79,7 +85,7 @@ def test_export_round_trip_without_dssm_tf(ml, tmp_path):
     histories = {0: widest[:, :0], 2: widest[:, -2:], 4: widest[:, -4:], 7: widest}
     users = _user_inputs(ml, widest)
     items = {"movie_id": np.append(movie_ids[:7], 888_888),
-             "genres": np.append(ml.movies.genres.to_numpy(str)[:7],
+             "genres": np.append(ml.items.genres.to_numpy(str)[:7],
                                  "Unheard-of|Drama").astype(object)}
     npz = tmp_path / "inputs.npz"
     np.savez(npz, **{k: v for k, v in users.items() if k != "history"}, **items,
@@ -137,11 +143,22 @@ def test_trained_export_metadata(trained_run):
     assert metadata["train_cutoff"] == synthetic.CUTOFF
     flags_used = metadata["flags"]
     assert flags_used["loss"] == "bce" and flags_used["user_features"] is True
-    assert flags_used["hidden_units"] == ["16"] and flags_used["epochs"] == 6
+    assert flags_used["hidden_units"] == [16] and flags_used["epochs"] == 6
     folder = trained_run.data.folder
-    assert metadata["checksums"] == {
-        name: hashlib.md5(open(os.path.join(folder, name), "rb").read()).hexdigest()
-        for name in data.FILES}
+    checksums = {name: hashlib.md5(open(os.path.join(folder, name), "rb").read()).hexdigest()
+                 for name in ML1M_FILES}
+    assert metadata["checksums"] == metadata["data"]["checksums"] == checksums
+    # The data source, the resolved configs, the schema and the signatures are recorded.
+    assert metadata["config"]["data"]["dataset"] == "movielens-1m"
+    assert metadata["config"]["data"]["data_dir"] == os.path.abspath(folder)
+    assert metadata["config"]["split"] == {"protocol": "time_split", "cutoff": synthetic.CUTOFF}
+    assert metadata["config"]["tower"]["history_length"] == 5
+    assert metadata["schema"]["item_key"] == "movie_id"
+    assert [i["name"] for i in metadata["signatures"]["user_tower"]["inputs"]] == [
+        "user_id", "gender", "age", "occupation", "history"]
+    assert metadata["signatures"]["item_tower"]["inputs"] == [
+        {"name": "movie_id", "dtype": "int64", "rank": 1},
+        {"name": "genres", "dtype": "string", "rank": 1}]
     # The exported towers produce what the metadata promises.
     user = tf.saved_model.load(os.path.join(export_dir, "user_tower"))
     out = user.signatures["serving_default"](
@@ -208,12 +225,15 @@ def test_export_is_atomic(ml, tmp_path, monkeypatch):
         assert json.load(f) == {"version": 3}
 
 
-def test_evaluate_cli_reproduces_train_metrics(trained_run, tmp_path):
+@pytest.mark.parametrize("data_flag", [True, False])
+def test_evaluate_cli_reproduces_train_metrics(trained_run, tmp_path, data_flag):
+    """With --data_dir, and without: the export's metadata says where its data is."""
     output = tmp_path / "evaluate.json"
-    proc = run_command("evaluate", f"--export_dir={trained_run.export_dir}",
-                       f"--data_dir={trained_run.data.folder}", f"--k={TRAIN_K}",
-                       f"--output={output}", tmp_path=tmp_path)
+    data_args = [f"--data_dir={trained_run.data.folder}"] if data_flag else []
+    proc = run_command("evaluate", f"--export_dir={trained_run.export_dir}", *data_args,
+                       f"--k={TRAIN_K}", f"--output={output}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning" not in proc.stderr
     with open(output) as f:
         evaluated = json.load(f)
     k, trained = TRAIN_K, trained_run.metrics
@@ -223,9 +243,63 @@ def test_evaluate_cli_reproduces_train_metrics(trained_run, tmp_path):
                 "n_test_users", "n_test_items"):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-9, abs=1e-12), key
     # In process, the seed's protocol (seen movies kept) matches the train run's figures too.
-    ml = data.load_movielens(trained_run.data.folder)
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    ml = load_ml(trained_run.data.folder)
+    split = make_split(ml, TIME_SPLIT)
     assert evaluated["n_test_items"] == len(split.test)
-    seed, _ = evaluate.evaluate_export(trained_run.export_dir, ml, split, k, exclude_seen=False)
+    seed, _ = evaluate_export(trained_run.export_dir, ml, split, k, exclude_seen=False)
     for key in (f"recall@{k}", f"hit@{k}", f"ndcg@{k}"):
         assert seed[key] == pytest.approx(trained[f"seed_protocol/{key}"], rel=1e-9), key
+
+
+STRING_ROUND_TRIP = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    export_dir = sys.argv[1]
+    with open(export_dir + "/metadata.json") as f:
+        signatures = json.load(f)["signatures"]
+    user = tf.saved_model.load(export_dir + "/user_tower").signatures["serving_default"]
+    item = tf.saved_model.load(export_dir + "/item_tower").signatures["serving_default"]
+    dtypes = {"int64": tf.int64, "string": tf.string, "float32": tf.float32}
+    inputs = np.load(sys.argv[2], allow_pickle=True)
+    def call(signature, spec):
+        return signature(**{i["name"]: tf.constant(inputs[i["name"]], dtypes[i["dtype"]])
+                            for i in spec["inputs"]})["embedding"].numpy()
+    np.savez(sys.argv[3], user=call(user, signatures["user_tower"]),
+             item=call(item, signatures["item_tower"]))
+    assert not [m for m in sys.modules if m.split(".")[0] == "dssm_tf"], "dssm_tf imported"
+""")
+
+
+def test_string_keyed_schema_exports_serve_without_dssm_tf(tmp_path):
+    """Signatures follow the schema: string keys and history, a float feature; metadata.json
+    says how to call them, and a fresh process without dssm_tf does."""
+    shop = string_keyed_dataset()
+    user_tower, item_tower = tiny_towers(shop, seed=2, history_length=3)
+    metadata = {"similarity": "cosine", "embedding_dim": 6, "history_length": 3,
+                "signatures": contract.signatures(shop.schema)}
+    export_dir = export.export_towers(user_tower, item_tower, str(tmp_path / "export"),
+                                      metadata)
+    assert [(i["name"], i["dtype"], i["rank"]) for i in
+            metadata["signatures"]["user_tower"]["inputs"]] == [
+        ("customer", "string", 1), ("segment", "string", 1), ("spend", "float32", 1),
+        ("history", "string", 2)]
+    inputs = {"customer": np.array(["ann", "bob", "nobody"], object),
+              "segment": np.array(["gold", "new", "unheard-of"], object),
+              "spend": np.array([120.0, 3.5, -1.0], np.float32),
+              "history": np.array([["", "a", "b"], ["", "", ""], ["c", "zzz", "e"]], object),
+              "sku": np.array(["a", "e", "unknown-sku"], object),
+              "tags": np.array(["red|big", "", "green"], object)}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    proc = subprocess.run([sys.executable, "-c", STRING_ROUND_TRIP, export_dir,
+                           str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = np.load(tmp_path / "out.npz")
+    user = {k: tf.constant(inputs[k]) for k in ("customer", "segment", "spend", "history")}
+    item = {k: tf.constant(inputs[k]) for k in ("sku", "tags")}
+    np.testing.assert_allclose(loaded["user"], user_tower(user).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded["item"], item_tower(item).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(loaded["user"], axis=1), 1.0, rtol=1e-5)

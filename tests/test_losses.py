@@ -1,4 +1,5 @@
-"""Every loss scheme of `dssm_tf.losses` against a numpy reimplementation on hand-made tensors."""
+"""Every loss scheme of `dssm_tf.models.losses` against a numpy reimplementation on hand-made
+tensors."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf import losses
+from dssm_tf.config import LossConfig
+from dssm_tf.errors import ConfigError
+from dssm_tf.models import losses
 
 B, N, D = 4, 3, 5
 
@@ -33,10 +36,22 @@ def tensors():
     return user, positive, negatives, mask
 
 
-def _call(scheme, user, positive, negatives, mask, batch=None):
-    batch = dict(batch or {}, negative_mask=tf.constant(mask))
+def make_loss(name, probabilities=None, batch_size=B, num_negatives=N, **params):
+    """`losses.make_loss` of a LossConfig; `probabilities` serve as both distributions."""
+    q = np.full(6, 1 / 6) if probabilities is None else probabilities
+    return losses.make_loss(LossConfig(loss=name, **params), sampler_probabilities=q,
+                            train_probabilities=q, batch_size=batch_size,
+                            num_negatives=num_negatives)
+
+
+def _call(scheme, user, positive, negatives, mask, positive_items=None, negative_items=None):
+    positive_items = np.zeros(len(user), np.int64) if positive_items is None else positive_items
+    if negative_items is None:
+        negative_items = np.zeros(mask.shape, np.int64)
     return float(scheme(tf.constant(user), tf.constant(positive),
-                        None if negatives is None else tf.constant(negatives), batch))
+                        None if negatives is None else tf.constant(negatives),
+                        tf.constant(positive_items, tf.int64),
+                        tf.constant(negative_items, tf.int64), tf.constant(mask)))
 
 
 def _unit(x):
@@ -61,19 +76,19 @@ def bce_reference(user, positive, negatives, mask, temperature):
 @pytest.mark.parametrize("temperature", [1.0, 0.2, 3.0])
 def test_bce_matches_numpy(tensors, temperature):
     user, positive, negatives, mask = tensors
-    got = _call(losses.make_loss("bce", temperature=temperature), *tensors)
+    got = _call(make_loss("bce", temperature=temperature), *tensors)
     assert got == pytest.approx(bce_reference(user, positive, negatives, mask, temperature),
                                 rel=1e-5)
 
 
 def test_bce_temperature_changes_the_loss(tensors):
-    assert (_call(losses.make_loss("bce", temperature=1.0), *tensors)
-            != pytest.approx(_call(losses.make_loss("bce", temperature=0.2), *tensors)))
+    assert (_call(make_loss("bce", temperature=1.0), *tensors)
+            != pytest.approx(_call(make_loss("bce", temperature=0.2), *tensors)))
 
 
 def test_bce_masked_negative_does_not_count(tensors):
     user, positive, negatives, mask = tensors
-    scheme = losses.make_loss("bce")
+    scheme = make_loss("bce")
     before = _call(scheme, *tensors)
     changed = negatives.copy()
     changed[0, 1] = 10 * user[0]  # masked: a huge score must not matter
@@ -88,7 +103,7 @@ def test_bce_auc_metric_updates_on_valid_pairs_only():
     negatives = np.stack([-user, -user], axis=1)    # valid negatives score -1
     negatives[:, 1] = 2 * user                      # a masked negative scores 2
     mask = np.array([[True, False], [True, False]])
-    scheme = losses.make_loss("bce")
+    scheme = make_loss("bce")
     assert float(scheme.auc.result()) == 0.0
     _call(scheme, user, positive, negatives, mask)
     assert float(scheme.auc.result()) == pytest.approx(1.0)  # masked pair ignored
@@ -118,7 +133,7 @@ def triplet_reference(user, positive, negatives, mask, margin, distance="euclide
 @pytest.mark.parametrize("margin", [0.0, 0.5, 2.0])
 def test_triplet_matches_numpy(tensors, margin, distance):
     user, positive, negatives, mask = tensors
-    got = _call(losses.make_loss("triplet", margin=margin, triplet_distance=distance), *tensors)
+    got = _call(make_loss("triplet", margin=margin, triplet_distance=distance), *tensors)
     assert got == pytest.approx(
         triplet_reference(user, positive, negatives, mask, margin, distance), rel=1e-5, abs=1e-6)
 
@@ -127,23 +142,24 @@ def test_triplet_cosine_distance_ignores_norms(tensors):
     """1 - cos does not change when the tower outputs are rescaled; ||u - v|| does."""
     user, positive, negatives, mask = tensors
     for distance, invariant in (("cosine", True), ("euclidean", False)):
-        scheme = losses.make_loss("triplet", margin=0.5, triplet_distance=distance)
+        scheme = make_loss("triplet", margin=0.5, triplet_distance=distance)
         same = _call(scheme, 3 * user, 2 * positive, 5 * negatives, mask) == pytest.approx(
             _call(scheme, *tensors), rel=1e-5)
         assert same == invariant
-    with pytest.raises(ValueError, match="triplet distance"):
-        losses.make_loss("triplet", triplet_distance="manhattan")
+    with pytest.raises(ConfigError, match="expected one of") as error:
+        make_loss("triplet", triplet_distance="manhattan")
+    assert error.value.parameter == "triplet_distance"
 
 
 def test_triplet_margin_and_mask(tensors):
     user, positive, negatives, mask = tensors
-    small = _call(losses.make_loss("triplet", margin=0.1), *tensors)
-    large = _call(losses.make_loss("triplet", margin=5.0), *tensors)
+    small = _call(make_loss("triplet", margin=0.1), *tensors)
+    large = _call(make_loss("triplet", margin=5.0), *tensors)
     assert large > small
     # With a margin this large every valid triplet is active: the loss is linear in the margin.
-    assert (_call(losses.make_loss("triplet", margin=6.0), *tensors) - large
+    assert (_call(make_loss("triplet", margin=6.0), *tensors) - large
             == pytest.approx(1.0, rel=1e-5))
-    scheme = losses.make_loss("triplet", margin=1.0)
+    scheme = make_loss("triplet", margin=1.0)
     changed = negatives.copy()
     changed[2, 0] = user[2]  # masked, distance 0: would be a maximal violation
     assert _call(scheme, user, positive, changed, mask) == pytest.approx(
@@ -165,17 +181,17 @@ def test_sampled_softmax_matches_numpy(tensors, gamma):
     user, positive, negatives, mask = tensors
     # Unit vectors (cosine scores), as the towers produce, keep gamma=20 well conditioned.
     unit = [_unit(x) for x in (user, positive, negatives)]
-    got = _call(losses.make_loss("softmax", gamma=gamma), *unit, mask)
+    got = _call(make_loss("softmax", gamma=gamma), *unit, mask)
     assert got == pytest.approx(softmax_reference(*unit, mask, gamma), rel=1e-4, abs=1e-5)
 
 
 def test_sampled_softmax_gamma_and_mask(tensors):
     user, positive, negatives, mask = tensors
     easy = np.repeat(-user[:, None, :], N, axis=1)  # every negative scores below its positive
-    sharp = _call(losses.make_loss("softmax", gamma=20.0), user, user, easy, mask)
-    soft = _call(losses.make_loss("softmax", gamma=1.0), user, user, easy, mask)
+    sharp = _call(make_loss("softmax", gamma=20.0), user, user, easy, mask)
+    soft = _call(make_loss("softmax", gamma=1.0), user, user, easy, mask)
     assert sharp < soft
-    scheme = losses.make_loss("softmax", gamma=2.0)
+    scheme = make_loss("softmax", gamma=2.0)
     changed = negatives.copy()
     changed[2, 2] = 5 * user[2]
     assert _call(scheme, user, positive, changed, mask) == pytest.approx(
@@ -187,7 +203,6 @@ def test_sampled_softmax_gamma_and_mask(tensors):
 
 # --- in-batch softmax (TFRS Retrieval) ---------------------------------------------------------
 
-MOVIE_IDS = np.array([1, 3, 5, 7, 9, 11], np.int64)
 
 
 def _mixture(train_p, neg_p, batch_size, num_negatives):
@@ -196,6 +211,7 @@ def _mixture(train_p, neg_p, batch_size, num_negatives):
 
 
 def inbatch_reference(user, positive, negatives, pos_ids, neg_ids, q_of_id, temperature):
+    """`pos_ids`/`neg_ids` are item indices; `q_of_id` their sampling probabilities."""
     candidates = positive if negatives is None else np.concatenate([positive, negatives])
     ids = pos_ids if negatives is None else np.concatenate([pos_ids, neg_ids])
     logits = user @ candidates.T / temperature - np.log(np.array([q_of_id[i] for i in ids]))
@@ -212,25 +228,24 @@ def test_inbatch_matches_numpy_with_logq_and_hits(temperature):
     b, n = 5, 3
     user, positive, negatives = (_unit(rng.normal(size=(rows, D)).astype(np.float32))
                                  for rows in (b, b, n))
-    pos_ids = np.array([3, 5, 3, 9, 11], np.int64)   # 3 twice: an accidental hit
-    neg_ids = np.array([5, 1, 7], np.int64)          # 5 is also row 1's positive
+    pos_ids = np.array([1, 2, 1, 4, 5], np.int64)   # item 1 twice: an accidental hit
+    neg_ids = np.array([2, 0, 3], np.int64)         # item 2 is also row 1's positive
     positive[2], negatives[0] = positive[0], positive[1]  # same movie, same embedding
     user = _unit(positive + 0.5 * user)  # users lean towards their positive
     train_p = np.array([0.05, 0.4, 0.25, 0.1, 0.15, 0.05])
     neg_p = np.array([0.3, 0.1, 0.2, 0.2, 0.1, 0.1])
     mix = _mixture(train_p, neg_p, b, n)
-    scheme = losses.make_loss("inbatch", temperature=temperature, movie_ids=MOVIE_IDS,
-                              train_probabilities=train_p, negative_probabilities=neg_p,
+    scheme = losses.make_loss(LossConfig(loss="inbatch", temperature=temperature),
+                              sampler_probabilities=neg_p, train_probabilities=train_p,
                               batch_size=b, num_negatives=n)
-    batch = {"positive": {"movie_id": tf.constant(pos_ids)},
-             "negatives": {"movie_id": tf.constant(neg_ids)}}
-    got = _call(scheme, user, positive, negatives, np.ones((b, n), bool), batch)
-    q_of_id = dict(zip(MOVIE_IDS.tolist(), mix))
+    assert scheme.shares_negatives
+    got = _call(scheme, user, positive, negatives, np.ones((b, n), bool), pos_ids, neg_ids)
+    q_of_id = dict(enumerate(mix))
     want = inbatch_reference(user, positive, negatives, pos_ids, neg_ids, q_of_id, temperature)
     assert got == pytest.approx(want, rel=1e-5)
     # The corrections matter: without them the value differs.
     uncorrected = inbatch_reference(user, positive, negatives, pos_ids, neg_ids,
-                                    dict.fromkeys(MOVIE_IDS.tolist(), 1.0), temperature)
+                                    dict.fromkeys(range(6), 1.0), temperature)
     assert abs(got - uncorrected) > 1e-2
     no_hit_removal = user @ np.concatenate([positive, negatives]).T / temperature - np.log(
         [q_of_id[i] for i in np.concatenate([pos_ids, neg_ids])])
@@ -238,72 +253,67 @@ def test_inbatch_matches_numpy_with_logq_and_hits(temperature):
     assert abs(got - no_hit_removal) > 1e-2
 
 
-def test_inbatch_without_extra_negatives_and_unknown_id():
+def test_inbatch_without_extra_negatives_and_an_unsampled_item():
     rng = np.random.default_rng(3)
     b = 4
     user = rng.normal(size=(b, D)).astype(np.float32)
     positive = rng.normal(size=(b, D)).astype(np.float32)
-    pos_ids = np.array([1, 7, 1000, 9], np.int64)  # 1000 is unknown: the smallest probability
-    train_p = np.array([0.1, 0.3, 0.2, 0.2, 0.15, 0.05])
-    scheme = losses.make_loss("inbatch", temperature=0.5, movie_ids=MOVIE_IDS,
-                              train_probabilities=train_p, batch_size=b, num_negatives=0)
-    batch = {"positive": {"movie_id": tf.constant(pos_ids)}}
-    got = _call(scheme, user, positive, None, np.ones((b, 0), bool), batch)
-    q_of_id = dict(zip(MOVIE_IDS.tolist(), train_p))
-    q_of_id[1000] = train_p.min()
+    pos_ids = np.array([0, 3, 5, 4], np.int64)  # item 5 has probability 0: gets the smallest
+    train_p = np.array([0.1, 0.3, 0.2, 0.2, 0.2, 0.0])
+    scheme = make_loss("inbatch", train_p, batch_size=b, num_negatives=0, temperature=0.5)
+    got = _call(scheme, user, positive, None, np.ones((b, 0), bool), pos_ids)
+    q_of_id = dict(enumerate(train_p))
+    q_of_id[5] = 0.1
     want = inbatch_reference(user, positive, None, pos_ids, None, q_of_id, 0.5)
     assert np.isfinite(got)
     assert got == pytest.approx(want, rel=1e-4)
 
 
 def test_make_loss_rejects_unknown_name():
-    with pytest.raises(ValueError, match="unknown loss"):
-        losses.make_loss("hinge")
+    with pytest.raises(ConfigError, match="expected one of") as error:
+        make_loss("hinge")
+    assert error.value.parameter == "loss"
 
 
 # --- sampling correction (bce / softmax with a non-uniform negative sampler) -------------------
 
-CORRECTED_IDS = np.array([10, 20, 30, 40, 50, 60])
-CORRECTED_Q = np.array([0.4, 0.3, 0.15, 0.1, 0.05, 0.0])  # the last movie is never sampled
+CORRECTED_Q = np.array([0.4, 0.3, 0.15, 0.1, 0.05, 0.0])  # the last item is never sampled
 
 
-def _ids_batch():
+def _corrected_items():
     rng = np.random.default_rng(1)
-    positive = rng.choice(CORRECTED_IDS[:5], size=B)
-    negatives = rng.choice(CORRECTED_IDS[:5], size=(B, N))
-    batch = {"positive": {"movie_id": tf.constant(positive, tf.int64)},
-             "negatives": {"movie_id": tf.constant(negatives, tf.int64)}}
-    offset = {m: -np.log(q * 5) for m, q in zip(CORRECTED_IDS, CORRECTED_Q) if q > 0}
-    return batch, np.vectorize(offset.get)(positive), np.vectorize(offset.get)(negatives)
+    positive = rng.integers(0, 5, size=B)
+    negatives = rng.integers(0, 5, size=(B, N))
+    offset = -np.log(CORRECTED_Q[:5] * 5)
+    return positive, negatives, offset[positive], offset[negatives]
 
 
 def test_sampling_correction_offsets():
-    correction = losses.SamplingCorrection(CORRECTED_IDS, CORRECTED_Q)
-    got = correction(tf.constant([10, 50, 60, 999], tf.int64)).numpy()
-    # -log(q / q_uniform) with q_uniform = 1/5 (five movies can be drawn); 0 outside the support.
-    np.testing.assert_allclose(got, [-np.log(2.0), -np.log(0.25), 0.0, 0.0], rtol=1e-6)
-    uniform = losses.SamplingCorrection(CORRECTED_IDS, np.r_[np.full(5, 0.2), 0.0])
-    np.testing.assert_allclose(uniform(tf.constant(CORRECTED_IDS[:5])).numpy(), 0.0, atol=1e-6)
+    correction = losses.SamplingCorrection(CORRECTED_Q)
+    got = correction(tf.constant([0, 4, 5], tf.int64)).numpy()
+    # -log(q / q_uniform) with q_uniform = 1/5 (five items can be drawn); 0 outside the support.
+    np.testing.assert_allclose(got, [-np.log(2.0), -np.log(0.25), 0.0], rtol=1e-6)
+    uniform = losses.SamplingCorrection(np.r_[np.full(5, 0.2), 0.0])
+    np.testing.assert_allclose(uniform(tf.range(5, dtype=tf.int64)).numpy(), 0.0, atol=1e-6)
 
 
 def test_bce_and_softmax_with_correction_match_numpy(tensors):
     user, positive, negatives, mask = tensors
-    batch, pos_offset, neg_offset = _ids_batch()
-    correction = losses.SamplingCorrection(CORRECTED_IDS, CORRECTED_Q)
+    pos_items, neg_items, pos_offset, neg_offset = _corrected_items()
     pos, neg = _scores(user, positive, negatives)
 
     temperature = 0.5
     pos_logit, neg_logit = pos / temperature + pos_offset, neg / temperature + neg_offset
     want = (_sigmoid_ce(1.0, pos_logit).sum() + (_sigmoid_ce(0.0, neg_logit) * mask).sum())
     want /= B + mask.sum()
-    got = _call(losses.make_loss("bce", temperature=temperature, correction=correction),
-                *tensors, batch=batch)
+    got = _call(make_loss("bce", CORRECTED_Q, temperature=temperature,
+                          sampling_correction=True), *tensors, pos_items, neg_items)
     assert got == pytest.approx(want, rel=1e-5)
 
     gamma = 5.0
     logits = np.concatenate([(gamma * pos + pos_offset)[:, None], gamma * neg + neg_offset], 1)
     logits[:, 1:][~mask] = -1e9
     want = -_log_softmax(logits)[:, 0].mean()
-    got = _call(losses.make_loss("softmax", gamma=gamma, correction=correction), *tensors,
-                batch=batch)
+    got = _call(make_loss("softmax", CORRECTED_Q, gamma=gamma, sampling_correction=True),
+                *tensors, pos_items, neg_items)
     assert got == pytest.approx(want, rel=1e-5)

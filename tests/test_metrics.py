@@ -1,4 +1,5 @@
-"""dssm_tf.metrics (top-K, recall, hit, NDCG, recall curve) and dssm_tf.evaluation glue."""
+"""dssm_tf.evaluation.metrics (top-K, recall, hit, NDCG, recall curve), the scoring glue,
+and the JSON writers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dssm_tf import evaluation, metrics
-from dssm_tf.protocols import LEAVE_LAST_ONE_OUT, TIME_SPLIT, make_split
+from dssm_tf.cli.app import report
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, TIME_SPLIT
+from dssm_tf.evaluation import metrics
+from dssm_tf.evaluation import scoring
+from dssm_tf.io import write_json
+from tests.conftest import make_split
 
 # --------------------------------------------------------------------------- top_k_from_scores
 
@@ -150,7 +155,7 @@ def test_recall_curve():
 
 
 # --------------------------------------------------------------------------- evaluation glue
-# TINY time_split (see test_protocols.py): test users 0 and 1 with test movies 1 and 2;
+# TINY time_split (see test_splits.py): test users 0 and 1 with test movies 1 and 2;
 # seen: user 0 -> {0, 2}, user 1 -> {0, 1, 3}.
 
 
@@ -161,12 +166,12 @@ def _fixed_scorer(users):
 def test_evaluate_scorer_exclude_seen(tiny_ml):
     split = make_split(tiny_ml, TIME_SPLIT)
     # Seen excluded, k=1: user 0 -> [1] (hit), user 1 -> [2] (hit).
-    got = evaluation.evaluate_scorer(split, _fixed_scorer, k=1, exclude_seen=True)
+    got = scoring.evaluate_scorer(split, _fixed_scorer, k=1, exclude_seen=True)
     assert got["recall@1"] == 1.0 and got["hit@1"] == 1.0 and got["ndcg@1"] == 1.0
     assert (got["protocol"], got["k"], got["exclude_seen"]) == (TIME_SPLIT, 1, True)
     assert (got["n_test_users"], got["n_test_items"]) == (2, 2)
     # Seed's protocol, k=2: both get [0, 1]; user 0 hits at rank 1, user 1 misses.
-    got = evaluation.evaluate_scorer(split, _fixed_scorer, k=2, exclude_seen=False)
+    got = scoring.evaluate_scorer(split, _fixed_scorer, k=2, exclude_seen=False)
     assert got["recall@2"] == 0.5 and got["hit@2"] == 0.5
     assert got["ndcg@2"] == pytest.approx(0.5 / math.log2(3))
 
@@ -174,30 +179,30 @@ def test_evaluate_scorer_exclude_seen(tiny_ml):
 def test_top_k_for_users_batches_and_pads(tiny_ml):
     split = make_split(tiny_ml, TIME_SPLIT)
     users = split.test_users
-    whole = evaluation.top_k_for_users(split, _fixed_scorer, users, 3, exclude_seen=True)
+    whole = scoring.top_k_for_users(split, _fixed_scorer, users, 3, exclude_seen=True)
     np.testing.assert_array_equal(whole, [[1, 3, -1], [2, -1, -1]])
-    one_by_one = evaluation.top_k_for_users(split, _fixed_scorer, users, 3, True, batch_size=1)
+    one_by_one = scoring.top_k_for_users(split, _fixed_scorer, users, 3, True, batch_size=1)
     np.testing.assert_array_equal(whole, one_by_one)
-    assert evaluation.top_k_for_users(split, _fixed_scorer, users[:0], 3, True).shape == (0, 3)
+    assert scoring.top_k_for_users(split, _fixed_scorer, users[:0], 3, True).shape == (0, 3)
 
 
 def test_evaluate_lists_and_test_ranks(tiny_ml):
     split = make_split(tiny_ml, LEAVE_LAST_ONE_OUT)
-    # Test movies per user: user 0 -> 1, user 1 -> 2, user 2 -> 0 (see test_protocols.py).
+    # Test movies per user: user 0 -> 1, user 1 -> 2, user 2 -> 0 (see test_splits.py).
     lists = np.array([[1, 0], [3, 0], [1, 0]])
-    np.testing.assert_array_equal(evaluation.test_ranks(split, lists), [0, 1, 2])
-    got = evaluation.evaluate_lists(split, lists, k=2, exclude_seen=False)
+    np.testing.assert_array_equal(scoring.test_ranks(split, lists), [0, 1, 2])
+    got = scoring.evaluate_lists(split, lists, k=2, exclude_seen=False)
     assert got["hit@2"] == pytest.approx(2 / 3)
     assert got["ndcg@2"] == pytest.approx((1 + 1 / math.log2(3)) / 3)
 
 
 def test_write_json_atomic(tmp_path):
     path = str(tmp_path / "out" / "metrics.json")
-    evaluation.write_json(path, {"b": 1, "a": 0.5})
+    write_json(path, {"b": 1, "a": 0.5})
     with open(path) as f:
         assert json.load(f) == {"a": 0.5, "b": 1}
     with pytest.raises(TypeError):
-        evaluation.write_json(path, {"a": object()})
+        write_json(path, {"a": object()})
     with open(path) as f:  # the old file survives a failed write; no temp file is left
         assert json.load(f) == {"a": 0.5, "b": 1}
     assert os.listdir(tmp_path / "out") == ["metrics.json"]
@@ -205,9 +210,9 @@ def test_write_json_atomic(tmp_path):
 
 def test_report_prints_and_writes(tmp_path, capsys):
     path = str(tmp_path / "m.json")
-    evaluation.report({"recall@50": 0.25, "k": 50}, path)
+    report({"recall@50": 0.25, "k": 50}, path)
     printed = json.loads(capsys.readouterr().out)
     with open(path) as f:
         assert json.load(f) == printed == {"recall@50": 0.25, "k": 50}
-    evaluation.report({"k": 1}, None)
+    report({"k": 1}, None)
     assert json.loads(capsys.readouterr().out) == {"k": 1}

@@ -1,4 +1,5 @@
-"""`dssm_tf.recommend`: one user's top K from a fake export, seen movies excluded."""
+"""`python -m dssm_tf.recommend`: one user's top K from a fake export, seen items excluded,
+shown with titles and decoded feature values."""
 
 import os
 import subprocess
@@ -9,7 +10,10 @@ import pytest
 
 from tests import fake_export  # imports dssm_tf (TF_USE_LEGACY_KERAS), then TensorFlow
 
-from dssm_tf import data, evaluate, protocols, recommend
+from dssm_tf.cli import recommend
+from dssm_tf.config import LEAVE_LAST_ONE_OUT
+from dssm_tf.serving import contract, loaded
+from tests.conftest import load_ml, make_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,10 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("recommend")
     data_dir = fake_export.write_tiny_movielens(root / "ml-1m")
-    ml = data.load_movielens(data_dir)
+    ml = load_ml(data_dir)
     model = fake_export.build_fake_export(root / "export", ml, dim=8, history_length=3,
-                                          protocol=protocols.LEAVE_LAST_ONE_OUT, seed=3)
-    split = protocols.make_split(ml, protocols.LEAVE_LAST_ONE_OUT)
+                                          protocol=LEAVE_LAST_ONE_OUT, seed=3)
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
     return {"root": root, "data_dir": data_dir, "export_dir": str(root / "export"), "ml": ml,
             "model": model, "split": split}
 
@@ -29,12 +33,12 @@ def world(tmp_path_factory):
 def expected_top(world, user, k):
     """Brute force: numpy embeddings, candidates minus the user's training movies."""
     ml, split, model = world["ml"], world["split"], world["model"]
-    inputs = evaluate.user_inputs(ml, split, np.array([user]), 3)
+    inputs = contract.user_inputs(ml, split, np.array([user]), 3)
     u = model.user_embeddings(inputs["user_id"], inputs["gender"], inputs["age"],
                               inputs["occupation"], inputs["history"])[0]
-    seen = set(split.train[split.train.user == user].movie.tolist())
-    candidates = [m for m in np.unique(split.train.movie.to_numpy()) if m not in seen]
-    rows = ml.movies.iloc[candidates]
+    seen = set(split.train[split.train.user == user].item.tolist())
+    candidates = [m for m in np.unique(split.train.item.to_numpy()) if m not in seen]
+    rows = ml.items.iloc[candidates]
     scores = model.item_embeddings(rows.movie_id.to_numpy(), rows.genres.tolist()) @ u
     order = np.argsort(-scores, kind="stable")[:k]
     return np.array(candidates)[order], scores[order]
@@ -47,7 +51,7 @@ def _run(*args):
 
 
 def test_recommend_function_matches_brute_force(world):
-    export = evaluate.load_export(world["export_dir"])
+    export = loaded.load_export(world["export_dir"])
     for user, k in ((5, 10), (0, 10)):  # user 0 has seen all but 3 candidates
         movies, scores = recommend.recommend(export, world["ml"], world["split"], user, k)
         want, want_scores = expected_top(world, user, k)
@@ -64,9 +68,13 @@ def test_cli_prints_k_unseen_titles(world):
                 f"--user_id={raw_id}", "--k=4")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0].startswith(f"Top 4 for user {raw_id} ")
+    person = ml.users.iloc[user]
+    age = {1: "under 18", 18: "18-24", 25: "25-34", 35: "35-44", 45: "45-49", 50: "50-55",
+           56: "56+"}[person.age]
+    assert lines[0].startswith(f"Top 4 for user {raw_id} (gender {person.gender}, age {age}, "
+                               f"occupation ")  # ML-1M's codes, decoded
     header, rows = lines[1], lines[2:]
-    assert header.split() == ["rank", "score", "MovieID", "title", "genres"]
+    assert header.split() == ["rank", "score", "movie_id", "title", "genres"]
     assert len(rows) == 4
     title_column = header.index("title")
     printed_ids = []
@@ -74,17 +82,18 @@ def test_cli_prints_k_unseen_titles(world):
         fields = row.split()
         assert fields[0] == str(rank)
         printed_ids.append(int(fields[2]))
-        movie = ml.movies.iloc[ml.movie_index([int(fields[2])])[0]]
+        movie = ml.items.iloc[ml.item_index([int(fields[2])])[0]]
         assert row[title_column:].startswith(movie.title)  # columns are aligned
         assert row.endswith(movie.genres)
-    seen_ids = set(split.train[split.train.user == user].movie_id.tolist())
+    seen_ids = set(ml.item_keys[split.train[split.train.user == user].item].tolist())
     assert not seen_ids & set(printed_ids)
     want, _ = expected_top(world, user, 4)
-    assert printed_ids == ml.movies.movie_id.to_numpy()[want].tolist()
+    assert printed_ids == ml.items.movie_id.to_numpy()[want].tolist()
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--user_id=4"], "--user_id=4: no such UserID"),  # raw ids are 3i + 2
+    (["--user_id=4"], "--user_id: 4: no such user"),  # raw ids are 3i + 2
+    (["--user_id=x"], "--user_id: x: no such user"),
     ([], "--user_id: required"),
 ])
 def test_cli_bad_user_exits_2_with_one_line(world, args, message):

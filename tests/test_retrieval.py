@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dssm_tf import retrieval
+from dssm_tf.errors import ConfigError
+from dssm_tf.retrieval import index as retrieval
 
 NUM_MOVIES = 300
 
@@ -155,12 +156,11 @@ def test_ivf_lists_are_never_short_and_exhaustive_ivf_is_exact(problem):
 
 def test_bad_arguments():
     items = np.ones((10, 4), np.float32)
-    with pytest.raises(ValueError, match="index kind"):
-        retrieval.build_index(items, "lsh")
-    with pytest.raises(ValueError, match="^nlist"):
-        retrieval.build_index(items, "ivf", nlist=11)
-    with pytest.raises(ValueError, match="^nprobe"):
-        retrieval.build_index(items, "ivf", nlist=2, nprobe=3)
+    for kind, params, parameter in (("lsh", {}, "index"), ("ivf", {"nlist": 11}, "nlist"),
+                                    ("ivf", {"nlist": 2, "nprobe": 3}, "nprobe")):
+        with pytest.raises(ConfigError, match="expected") as error:
+            retrieval.build_index(items, kind, **params)
+        assert error.value.parameter == parameter
     with pytest.raises(ValueError, match="NaN"):
         retrieval.build_index(np.full((3, 4), np.nan, np.float32))
     index = retrieval.build_index(items)

@@ -1,4 +1,5 @@
-"""The two Keras towers of `dssm_tf.towers`: shapes, normalisation, OOV ids, features, history."""
+"""The two Keras towers (`dssm_tf.models.towers`): shapes, normalisation, OOV keys, features,
+history, and towers built from a non-MovieLens schema (string keys, numeric features)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf.towers import TowerConfig, fit_width, masked_mean
+from dssm_tf.config import TowerConfig
+from dssm_tf.models.towers import fit_width, masked_mean
 from tests.conftest import tiny_towers
+from tests.synthetic import string_keyed_dataset
 
 L = 5
 
@@ -24,7 +27,7 @@ def _towers(ml, **overrides):
 
 
 def user_inputs(ml, n=6, history_width=L, **replace):
-    users, movies = ml.users.iloc[:n], ml.movies.movie_id.to_numpy()
+    users, movies = ml.users.iloc[:n], ml.items.movie_id.to_numpy()
     rng = np.random.default_rng(0)
     history = rng.choice(movies, size=(n, history_width)).astype(np.int64)
     if history_width and n >= 2:
@@ -40,7 +43,7 @@ def user_inputs(ml, n=6, history_width=L, **replace):
 
 
 def item_inputs(ml, n=7, **replace):
-    movies = ml.movies.iloc[:n]
+    movies = ml.items.iloc[:n]
     inputs = {"movie_id": movies.movie_id.to_numpy(np.int64),
               "genres": movies.genres.to_numpy(str)}
     inputs.update(replace)
@@ -114,7 +117,7 @@ def test_history_padding_and_width_do_not_matter(ml):
         np.testing.assert_allclose(got, base, rtol=1e-5, atol=1e-6)
     # Longer histories keep only the newest L movies.
     older = np.concatenate([history[:, :3], history], axis=1)
-    older[:, :3] = ml.movies.movie_id.iloc[-1]  # older movies, beyond the last L
+    older[:, :3] = ml.items.movie_id.iloc[-1]  # older movies, beyond the last L
     got = user_tower(dict(inputs, history=tf.constant(older))).numpy()
     np.testing.assert_allclose(got, base, rtol=1e-5, atol=1e-6)
     # A narrow history is left-padded: row 0 holds zeros in its first 2 columns.
@@ -130,7 +133,7 @@ def test_history_padding_and_width_do_not_matter(ml):
 def test_padding_is_masked_not_averaged(ml):
     """[0, 0, 0, a, b] pools like [a, b]: the mean ignores zeros rather than counting them."""
     user_tower, _ = _towers(ml, similarity="dot", hidden_units=())
-    movies = ml.movies.movie_id.to_numpy(np.int64)
+    movies = ml.items.movie_id.to_numpy(np.int64)
     inputs = user_inputs(ml, n=1, history=np.array([[0, 0, 0, movies[3], movies[8]]]))
     out = user_tower(inputs).numpy()[0]
     # With no MLP, the output is [user | gender | age | occupation | mean(history)] embeddings.
@@ -147,7 +150,7 @@ def test_features_change_the_output(ml):
         "gender": np.where(inputs["gender"].numpy() == b"F", "M", "F"),
         "age": np.where(inputs["age"].numpy() == 56, 1, 56).astype(np.int64),
         "occupation": (inputs["occupation"].numpy() + 1) % 21,
-        "history": np.full((2, L), ml.movies.movie_id.iloc[-1], np.int64),
+        "history": np.full((2, L), ml.items.movie_id.iloc[-1], np.int64),
         "user_id": inputs["user_id"].numpy()[::-1].copy(),
     }
     for name, value in changed.items():
@@ -194,3 +197,48 @@ def test_masked_mean():
     np.testing.assert_array_equal(got[1], [0.0, 0.0])  # empty rows: zeros, not NaN
     full = masked_mean(embeddings, tf.ones((2, 3), tf.bool)).numpy()
     np.testing.assert_allclose(full, embeddings.numpy().mean(axis=1))
+
+
+# --- a schema of another shape: string keys, a numeric user feature, a multi item feature ------
+
+@pytest.fixture(scope="module")
+def shop():
+    return string_keyed_dataset()
+
+
+def _shop_inputs(dataset, history):
+    users = dataset.users.iloc[:3]
+    items = dataset.items.iloc[:3]
+    user = {"customer": tf.constant(users.customer.to_numpy(str)),
+            "segment": tf.constant(users.segment.to_numpy(str)),
+            "spend": tf.constant(users.spend.to_numpy(np.float32)),
+            "history": tf.constant(history)}
+    item = {"sku": tf.constant(items.sku.to_numpy(str)),
+            "tags": tf.constant(items.tags.to_numpy(str))}
+    return user, item
+
+
+def test_towers_follow_a_string_keyed_schema(shop):
+    user_tower, item_tower = tiny_towers(shop, similarity="dot", history_length=3)
+    history = np.array([["", "", "b"], ["", "", ""], ["a", "c", "zzz-unknown"]])
+    user, item = _shop_inputs(shop, history)
+    base = user_tower(user).numpy()
+    assert base.shape == (3, 6) and np.all(np.isfinite(base))
+    assert item_tower(item).numpy().shape == (3, 6)
+    # "" is padding: a history of only padding equals one of no columns at all.
+    empty = user_tower(dict({k: v[1:2] for k, v in user.items()},
+                            history=tf.zeros((1, 0), tf.string))).numpy()
+    np.testing.assert_allclose(empty, base[1:2], rtol=1e-5, atol=1e-6)
+    # The numeric feature is used (standardised), and so are the string features.
+    for name, value in (("spend", tf.constant([1e3, 0.0, -5.0])),
+                        ("segment", tf.constant(["new", "new", "new"])),
+                        ("customer", tf.constant(["x", "y", "z"]))):
+        got = user_tower(dict(user, **{name: value})).numpy()
+        assert np.abs(got - base).max() > 1e-5, name
+    got = item_tower(dict(item, tags=tf.constant(["", "", ""]))).numpy()
+    assert np.abs(got - item_tower(item).numpy()).max() > 1e-5
+    # Without the features the towers ignore them.
+    plain_user, _ = tiny_towers(shop, user_features=False, item_features=False,
+                                history_length=0)
+    np.testing.assert_allclose(plain_user(dict(user, spend=tf.constant([9.0, 9.0, 9.0]))),
+                               plain_user(user), rtol=1e-6)

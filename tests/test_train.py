@@ -15,14 +15,10 @@ import numpy as np
 import pytest
 
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
-from absl import flags
-from absl.testing import flagsaver
 
-from dssm_tf import data, protocols, train  # train defines the flags
+from dssm_tf.config import TIME_SPLIT
 from tests import synthetic
-from tests.conftest import REPO_ROOT, TRAIN_K, command_env
-
-FLAGS = flags.FLAGS
+from tests.conftest import REPO_ROOT, TRAIN_K, command_env, load_ml, make_split, run_config
 
 # --- flag validation ---------------------------------------------------------------------------
 
@@ -80,7 +76,7 @@ def _random_recall(split, k: int) -> float:
     """Expected micro recall@k of a uniformly random list of unseen candidates."""
     unseen = split.candidates.sum() - np.asarray(split.seen.sum(axis=1)).ravel()
     users = split.test.user.to_numpy()
-    candidate = split.candidates[split.test.movie.to_numpy()]
+    candidate = split.candidates[split.test.item.to_numpy()]
     return float(np.mean(np.where(candidate, np.minimum(k / unseen[users], 1.0), 0.0)))
 
 
@@ -100,8 +96,8 @@ def test_train_end_to_end(trained_run):
     test_ratings = [r for r in trained_run.data.ratings if r[3] >= synthetic.CUTOFF]
     assert metrics["n_test_items"] == len(test_ratings)
 
-    ml = data.load_movielens(trained_run.data.folder)
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
+    ml = load_ml(trained_run.data.folder)
+    split = make_split(ml, TIME_SPLIT)
     random = _random_recall(split, k)
     recall, popularity = metrics[f"recall@{k}"], metrics[f"popularity/recall@{k}"]
     assert recall > 3 * random, (recall, random)
@@ -113,7 +109,7 @@ def test_train_end_to_end(trained_run):
     for name in ("user_tower/saved_model.pb", "item_tower/saved_model.pb", "metadata.json"):
         assert os.path.isfile(os.path.join(trained_run.export_dir, name)), name
     entries = os.listdir(model_dir)
-    assert {"export", "logs", "metrics.json"} <= set(entries)
+    assert {"export", "logs", "metrics.json", "config.json"} <= set(entries)
     assert not [e for e in entries if e.startswith(".")], entries  # no temporary leftovers
     backup = os.path.join(model_dir, "backup")
     assert not any(files for _, _, files in os.walk(backup))  # no checkpoint left to resume
@@ -149,6 +145,24 @@ def test_killed_run_resumes_from_backup(tmp_path):
     assert epochs and max(epochs) < 40
     first_loss = float(LOSS_LINE.findall(killed_output)[0])
 
+    # The backup is of this run only: another protocol, other data or other settings are
+    # refused before TensorFlow starts (exit 2, one line saying what differs), and change
+    # nothing in the model folder.
+    other = synthetic.make_dataset(tmp_path / "other", n_users=150, n_movies=90, seed=2).folder
+    before = sorted(p.name for p in model_dir.iterdir())
+    for change, words in (("--protocol=leave_last_one_out",
+                           "split.protocol 'time_split' -> 'leave_last_one_out'"),
+                          (f"--data_dir={other}", "checksums.ratings.dat"),
+                          ("--embedding_dim=16", "tower.embedding_dim 8 -> 16")):
+        refused = subprocess.run(args + [change, "--epochs=4"], cwd=REPO_ROOT,
+                                 env=command_env(tmp_path), capture_output=True, text=True,
+                                 timeout=120)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr[-2000:]
+        assert lines[0].startswith(f"error: --model_dir: {model_dir} holds a killed run")
+        assert words in lines[0] and "--overwrite" in lines[0], lines[0]
+        assert sorted(p.name for p in model_dir.iterdir()) == before
+
     resumed = subprocess.run(args + ["--epochs=4"], cwd=REPO_ROOT, env=command_env(tmp_path),
                              capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
@@ -175,24 +189,15 @@ def test_killed_run_resumes_from_backup(tmp_path):
 
 # --- every loss scheme trains (in process) -----------------------------------------------------
 
-def _fit(ml, split):
-    """The training entry point `train` uses."""
-    from dssm_tf import trainer  # noqa: PLC0415  (TensorFlow)
-    return trainer.fit(ml, split)
-
-
 @pytest.fixture(scope="module")
 def small_split(synthetic_session):
-    ml = data.load_movielens(synthetic_session.folder)
-    return ml, protocols.make_split(ml, protocols.TIME_SPLIT)
+    ml = load_ml(synthetic_session.folder)
+    return ml, make_split(ml, TIME_SPLIT)
 
 
 @pytest.fixture
-def parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS(["pytest"])
-    with flagsaver.flagsaver():
-        yield FLAGS
+def float32_after():
+    yield
     import tf_keras  # noqa: PLC0415  (TensorFlow, after dssm_tf)
     tf_keras.mixed_precision.set_global_policy("float32")  # a mixed-precision run sets it
 
@@ -214,26 +219,27 @@ SCHEMES = {
 
 
 @pytest.mark.parametrize("scheme", list(SCHEMES))
-def test_each_loss_trains_without_nan(parsed_flags, small_split, tmp_path, scheme):
+def test_each_loss_trains_without_nan(float32_after, small_split, tmp_path, scheme):
+    from dssm_tf.training import trainer  # noqa: PLC0415  (TensorFlow)
+
     ml, split = small_split
-    settings = dict(epochs=2, batch_size=32, embedding_dim=8, hidden_units=["8"],
-                    feature_dim=4, learning_rate=0.01, model_dir=str(tmp_path), verbose=False,
-                    seed=0)
+    settings = dict(epochs=2, batch_size=32, embedding_dim=8, hidden_units=(8,),
+                    feature_dim=4, learning_rate=0.01, verbose=False, seed=0)
     settings.update(SCHEMES[scheme])
-    for name, value in settings.items():
-        setattr(parsed_flags, name, value)
-    train.check_flags()
-    model, epochs_run, seconds = _fit(ml, split)
+    run = run_config(**settings)
+    run.validate()
+    result = trainer.fit(run, ml, split, str(tmp_path))
+    model = result.model
     history = model.history.history
-    assert epochs_run == 2 and seconds > 0
+    assert result.epochs_run == 2 and result.seconds > 0
     assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
     assert history["loss"][1] < history["loss"][0], history["loss"]
     if SCHEMES[scheme].get("early_stopping_metric") == "recall":
         assert all(0.0 <= v <= 1.0 for v in history["val_recall@50"])
     if scheme == "bce":
         assert "auc" in history and "val_auc" in history
-    embeddings = model.item_tower({"movie_id": ml.movies.movie_id.to_numpy()[:5],
-                                   "genres": ml.movies.genres.to_numpy(str)[:5]}).numpy()
+    embeddings = model.item_tower({"movie_id": ml.items.movie_id.to_numpy()[:5],
+                                   "genres": ml.items.genres.to_numpy(str)[:5]}).numpy()
     assert np.all(np.isfinite(embeddings))
     assert embeddings.dtype == np.float32  # float32 out even when computing in float16
     policy = model.item_tower.head.mlp[0].compute_dtype

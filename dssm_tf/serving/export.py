@@ -1,8 +1,9 @@
-"""SavedModel export of both towers with raw-id `serving_default` signatures (see CONTRACT.md).
+"""SavedModel export of both towers with raw-input `serving_default` signatures.
 
-Layout of `<model_dir>/export/`: `user_tower/`, `item_tower/`, `metadata.json`. The whole
-folder is written beside the target under a temporary name and renamed into place, so a
-failure or kill mid-export leaves the previous export untouched.
+The signatures' inputs are those `metadata["signatures"]` records (`contract.signatures` of
+the data set's schema), so a client calls the towers with raw keys and feature values by name.
+The whole folder is written beside the target under a temporary name and renamed into place,
+so a failure or kill mid-export leaves the previous export untouched.
 
 Usage::
 
@@ -22,13 +23,12 @@ import tempfile
 import tensorflow as tf
 import tf_keras as keras
 
-from dssm_tf.evaluate import (  # the layout and the inputs, defined once
-    ITEM_INPUTS, ITEM_TOWER, METADATA, USER_INPUTS, USER_TOWER)
+from dssm_tf.serving import contract
 
 
 class _Serving(tf.Module):
-    """A tower behind one tf.function taking the contract's raw inputs (`evaluate.USER_INPUTS`
-    or `ITEM_INPUTS`) by name and returning {"embedding": float32 [n, D]}."""
+    """A tower behind one tf.function taking the contract's raw inputs by name and returning
+    {"embedding": float32 [n, D]}."""
 
     def __init__(self, tower: keras.Model, inputs: dict[str, tuple[str, int]]):
         super().__init__()
@@ -40,7 +40,8 @@ class _Serving(tf.Module):
         @tf.function(input_signature=specs)
         def serve(*tensors):
             features = dict(zip(names, tensors))
-            return {"embedding": tf.cast(self.tower(features, training=False), tf.float32)}
+            return {contract.EMBEDDING: tf.cast(self.tower(features, training=False),
+                                                tf.float32)}
 
         self.serve = serve
 
@@ -53,11 +54,12 @@ def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_dir: 
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(export_dir)}-tmp-")
     try:
-        for name, module in ((USER_TOWER, _Serving(user_tower, USER_INPUTS)),
-                             (ITEM_TOWER, _Serving(item_tower, ITEM_INPUTS))):
+        for name, tower in ((contract.USER_TOWER, user_tower),
+                            (contract.ITEM_TOWER, item_tower)):
+            module = _Serving(tower, contract.signature_inputs(metadata, name))
             tf.saved_model.save(module, os.path.join(staging, name),
-                                signatures={"serving_default": module.serve})
-        with open(os.path.join(staging, METADATA), "w") as f:
+                                signatures={contract.SIGNATURE: module.serve})
+        with open(os.path.join(staging, contract.METADATA), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)  # the folder is renamed as a whole
         if os.path.exists(export_dir):
             retired = staging + "-old"

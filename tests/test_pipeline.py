@@ -1,4 +1,5 @@
-"""tf.data input pipelines of `dssm_tf.sampling`: samplers, negatives, histories, validation."""
+"""The tf.data input pipeline (`dssm_tf.data.pipeline`) and the negative samplers
+(`dssm_tf.data.negatives`): features, histories, negatives, validation."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf import data, protocols, sampling
+from dssm_tf.config import TIME_SPLIT, SamplerConfig
+from dssm_tf.data import negatives, pipeline
+from dssm_tf.data.pipeline import FeatureTables
+from dssm_tf.errors import ConfigError
+from tests.conftest import load_ml, make_split
 from tests.synthetic import CUTOFF, TINY_MOVIES, TINY_RATINGS, write_movielens
 
 HISTORY = 4
@@ -17,9 +22,9 @@ HISTORY = 4
 @pytest.fixture(scope="module")
 def synth(synthetic_session):
     """(ml, split, tables) of the session's synthetic data set, time split, history of 4."""
-    ml = data.load_movielens(synthetic_session.folder)
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
-    return ml, split, sampling.FeatureTables.from_split(ml, split, HISTORY)
+    ml = load_ml(synthetic_session.folder)
+    split = make_split(ml, TIME_SPLIT)
+    return ml, split, FeatureTables(ml, split, HISTORY)
 
 
 @pytest.fixture
@@ -28,10 +33,13 @@ def small_catalog(tmp_path):
     movies have training ratings, so sampled negatives often equal the positive."""
     movies = list(TINY_MOVIES) + [(50, "Unrated (1999)", "Drama"), (60, "Late (2001)", "Comedy")]
     ratings = list(TINY_RATINGS) + [(1, 60, 4, CUTOFF + 50)]
-    ml = data.load_movielens(write_movielens(tmp_path / "catalog", movies=movies,
-                                             ratings=ratings))
-    split = protocols.make_split(ml, protocols.TIME_SPLIT)
-    return ml, split, sampling.FeatureTables.from_split(ml, split, 2)
+    ml = load_ml(write_movielens(tmp_path / "catalog", movies=movies, ratings=ratings))
+    split = make_split(ml, TIME_SPLIT)
+    return ml, split, FeatureTables(ml, split, 2)
+
+
+def make_sampler(name, counts, **params):
+    return negatives.make_sampler(SamplerConfig(negative_sampler=name, **params), counts)
 
 
 def _take(ds, n):
@@ -42,9 +50,9 @@ def _uniform_stream(split, tables, num_negatives, batch_size, n, rows=None, seed
                     start_step=0):
     """The first `n` batches of the training stream with uniform negatives over `rows`
     (default: every training row)."""
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
+    sampler = make_sampler("uniform", split.item_counts)
     rows = np.arange(len(split.train)) if rows is None else rows
-    return _take(sampling.training_dataset(tables, rows, sampler, num_negatives=num_negatives,
+    return _take(pipeline.training_dataset(tables, rows, sampler, num_negatives=num_negatives,
                                            batch_size=batch_size, seed=seed,
                                            start_step=start_step), n)
 
@@ -53,7 +61,7 @@ def _row_of(split, ml):
     """(raw UserID, raw MovieID) -> training row (a user rates a movie once)."""
     train = split.train
     user_ids = ml.users.user_id.to_numpy()[train.user.to_numpy()]
-    movie_ids = ml.movies.movie_id.to_numpy()[train.movie.to_numpy()]
+    movie_ids = ml.items.movie_id.to_numpy()[train.item.to_numpy()]
     return {(int(u), int(m)): row for row, (u, m) in enumerate(zip(user_ids, movie_ids))}
 
 
@@ -66,18 +74,18 @@ def _rows(batch, row_of):
 
 def test_uniform_sampler_support_is_training_movies_only(small_catalog):
     ml, split, _ = small_catalog
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    trained = set(np.flatnonzero(split.movie_counts > 0).tolist())
-    assert trained == set(ml.movie_index([1, 2, 10, 32]).tolist())  # not 50 nor 60
+    sampler = make_sampler("uniform", split.item_counts)
+    trained = set(np.flatnonzero(split.item_counts > 0).tolist())
+    assert trained == set(ml.item_index([1, 2, 10, 32]).tolist())  # not 50 nor 60
     draws = sampler.sample(tf.constant([20000], tf.int64), tf.constant([0, 1], tf.int64)).numpy()
     assert set(draws.tolist()) == trained
-    shares = np.bincount(draws, minlength=ml.num_movies)[sorted(trained)] / len(draws)
+    shares = np.bincount(draws, minlength=ml.num_items)[sorted(trained)] / len(draws)
     np.testing.assert_allclose(shares, 0.25, atol=0.02)
     p = sampler.probabilities()
     assert p.sum() == pytest.approx(1.0)
     assert set(np.flatnonzero(p).tolist()) == trained
     # The inbatch sampler's optional extra negatives come from the same uniform sampler.
-    inbatch = sampling.make_sampler("inbatch", split.movie_counts)
+    inbatch = make_sampler("inbatch", split.item_counts)
     np.testing.assert_array_equal(inbatch.probabilities(), p)
 
 
@@ -85,7 +93,7 @@ COUNTS = np.array([0, 1, 2, 4, 5, 10, 50, 100, 0, 3, 7])
 
 
 def test_frequency_sampler_probabilities_formula():
-    sampler = sampling.make_sampler("frequency", COUNTS, frequent_share=0.3,
+    sampler = make_sampler("frequency", COUNTS, frequent_share=0.3,
                                     frequent_min_count=5, frequency_power=0.75)
     p = sampler.probabilities()
     frequent = np.array([4, 5, 6, 7, 10])
@@ -97,12 +105,12 @@ def test_frequency_sampler_probabilities_formula():
     np.testing.assert_allclose(p[rare], 0.7 / len(rare))
     assert p[0] == p[8] == 0.0
     # No rare movie at all: every draw is a frequent one.
-    only_frequent = sampling.make_sampler("frequency", np.array([0, 5, 9, 20]))
+    only_frequent = make_sampler("frequency", np.array([0, 5, 9, 20]))
     assert only_frequent.probabilities()[1:].sum() == pytest.approx(1.0)
 
 
 def test_frequency_sampler_draws_match_probabilities():
-    sampler = sampling.make_sampler("frequency", COUNTS, frequent_share=0.3,
+    sampler = make_sampler("frequency", COUNTS, frequent_share=0.3,
                                     frequent_min_count=5, frequency_power=0.75)
     n = 200_000
     draws = sampler.sample(tf.constant([n], tf.int64), tf.constant([3, 9], tf.int64)).numpy()
@@ -124,13 +132,15 @@ def test_frequency_sampler_draws_match_probabilities():
 
 
 def test_frequency_sampler_needs_a_frequent_movie():
-    with pytest.raises(ValueError, match="frequent_min_count"):
-        sampling.make_sampler("frequency", np.array([1, 2, 3]), frequent_min_count=5)
+    with pytest.raises(ConfigError, match="no item has that many") as error:
+        make_sampler("frequency", np.array([1, 2, 3]), frequent_min_count=5)
+    assert error.value.parameter == "frequent_min_count"
 
 
 def test_make_sampler_rejects_unknown_name():
-    with pytest.raises(ValueError, match="unknown sampler"):
-        sampling.make_sampler("popular", COUNTS)
+    with pytest.raises(ConfigError, match="expected one of") as error:
+        make_sampler("popular", COUNTS)
+    assert error.value.parameter == "negative_sampler"
 
 
 # --- training stream ---------------------------------------------------------------------------
@@ -140,7 +150,7 @@ def test_training_batches_have_raw_features_and_histories(synth):
     batches = _uniform_stream(split, tables, num_negatives=3, batch_size=50, n=4)
     row_of = _row_of(split, ml)
     train = split.train
-    movie_ids = ml.movies.movie_id.to_numpy()
+    movie_ids = ml.items.movie_id.to_numpy()
     users = ml.users.set_index("user_id")
     checked_some_padding = checked_full = False
     for batch in batches:
@@ -148,18 +158,23 @@ def test_training_batches_have_raw_features_and_histories(synth):
         assert batch["user"]["history"].dtype == np.int64
         assert batch["negatives"]["movie_id"].shape == (50, 3)
         assert batch["negatives"]["genres"].shape == (50, 3)
+        # The item indices the losses get are those of the raw keys the towers get.
+        np.testing.assert_array_equal(ml.item_keys[batch["positive_item"]],
+                                      batch["positive"]["movie_id"])
+        np.testing.assert_array_equal(ml.item_keys[batch["negative_items"]],
+                                      batch["negatives"]["movie_id"])
         for i, row in enumerate(_rows(batch, row_of)):
             uid = int(batch["user"]["user_id"][i])
             user = users.loc[uid]
             assert batch["user"]["gender"][i].decode() == user.gender
             assert batch["user"]["age"][i] == user.age
             assert batch["user"]["occupation"][i] == user.occupation
-            movie = ml.movies.iloc[train.movie[row]]
+            movie = ml.items.iloc[train.item[row]]
             assert batch["positive"]["genres"][i].decode() == movie.genres
             # YouTube-style history: the user's training rows *before* this one, raw MovieIDs,
             # oldest to newest, right-aligned, zero-padded on the left.
             start = split.user_offsets[train.user[row]]
-            earlier = movie_ids[train.movie.to_numpy()[start:row]][-HISTORY:]
+            earlier = movie_ids[train.item.to_numpy()[start:row]][-HISTORY:]
             expected = np.concatenate([np.zeros(HISTORY - len(earlier), np.int64), earlier])
             history = batch["user"]["history"][i]
             np.testing.assert_array_equal(history, expected)
@@ -220,10 +235,10 @@ def test_epochs_are_whole_steps_and_start_step_resumes_the_stream(synth):
 def test_training_stream_is_reproducible_under_its_seed(synth):
     _, split, tables = synth
     rows = np.arange(len(split.train))
-    sampler = sampling.make_sampler("frequency", split.movie_counts, frequent_min_count=3)
+    sampler = make_sampler("frequency", split.item_counts, frequent_min_count=3)
 
     def stream(seed):
-        return _take(sampling.training_dataset(tables, rows, sampler, num_negatives=4,
+        return _take(pipeline.training_dataset(tables, rows, sampler, num_negatives=4,
                                                batch_size=32, seed=seed), 3)
 
     first, again, other = stream(5), stream(5), stream(6)
@@ -238,8 +253,8 @@ def test_training_stream_is_reproducible_under_its_seed(synth):
 def test_negative_mask_is_false_exactly_where_negative_is_positive(small_catalog):
     ml, split, tables = small_catalog
     rows = np.arange(len(split.train))
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=8,
+    sampler = make_sampler("uniform", split.item_counts)
+    batches = _take(pipeline.training_dataset(tables, rows, sampler, num_negatives=8,
                                               batch_size=4, seed=1), 12)
     masks = []
     for batch in batches:
@@ -256,8 +271,8 @@ def test_negative_mask_is_false_exactly_where_negative_is_positive(small_catalog
 def test_shared_negatives_shapes_and_mask(small_catalog):
     _, split, tables = small_catalog
     rows = np.arange(len(split.train))
-    sampler = sampling.make_sampler("inbatch", split.movie_counts)
-    batches = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=6,
+    sampler = make_sampler("inbatch", split.item_counts)
+    batches = _take(pipeline.training_dataset(tables, rows, sampler, num_negatives=6,
                                               batch_size=4, seed=0, shared_negatives=True), 6)
     collisions = 0
     for batch in batches:
@@ -271,7 +286,7 @@ def test_shared_negatives_shapes_and_mask(small_catalog):
         collisions += int((~batch["negative_mask"]).sum())
     assert collisions > 0
     # Without negatives (pure in-batch softmax) there is neither `negatives` nor a mask.
-    plain = _take(sampling.training_dataset(tables, rows, sampler, num_negatives=0,
+    plain = _take(pipeline.training_dataset(tables, rows, sampler, num_negatives=0,
                                             batch_size=4, seed=0, shared_negatives=True), 1)[0]
     assert "negatives" not in plain and "negative_mask" not in plain
 
@@ -279,8 +294,8 @@ def test_shared_negatives_shapes_and_mask(small_catalog):
 def test_validation_dataset_is_one_ordered_pass_with_fixed_negatives(synth):
     ml, split, tables = synth
     rows = np.arange(5, 105)
-    sampler = sampling.make_sampler("uniform", split.movie_counts)
-    ds = sampling.validation_dataset(tables, rows, sampler, num_negatives=3, batch_size=32,
+    sampler = make_sampler("uniform", split.item_counts)
+    ds = pipeline.validation_dataset(tables, rows, sampler, num_negatives=3, batch_size=32,
                                      seed=0)
     first, second = _take(ds, 100), _take(ds, 100)
     assert [len(b["positive"]["movie_id"]) for b in first] == [32, 32, 32, 4]
@@ -291,17 +306,17 @@ def test_validation_dataset_is_one_ordered_pass_with_fixed_negatives(synth):
 
 
 def test_split_validation_is_seeded_disjoint_and_complete():
-    fit, val = sampling.split_validation(1000, 0.1, seed=3)
+    fit, val = pipeline.split_validation(1000, 0.1, seed=3)
     assert len(val) == 100 and len(fit) == 900
     assert not set(fit.tolist()) & set(val.tolist())
     np.testing.assert_array_equal(np.sort(np.concatenate([fit, val])), np.arange(1000))
     assert np.all(np.diff(fit) > 0) and np.all(np.diff(val) > 0)
-    again = sampling.split_validation(1000, 0.1, seed=3)
+    again = pipeline.split_validation(1000, 0.1, seed=3)
     np.testing.assert_array_equal(again[1], val)
-    other = sampling.split_validation(1000, 0.1, seed=4)
+    other = pipeline.split_validation(1000, 0.1, seed=4)
     assert not np.array_equal(other[1], val)
     assert not np.array_equal(val, np.arange(100))  # random, not the first rows
-    fit0, val0 = sampling.split_validation(50, 0.0, seed=0)
+    fit0, val0 = pipeline.split_validation(50, 0.0, seed=0)
     assert len(val0) == 0 and len(fit0) == 50
 
 
@@ -310,11 +325,11 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
     only earlier training movies, still right-aligned and zero-padded."""
     ml, split, _ = synth
     gap = 3
-    tables = sampling.FeatureTables.from_split(ml, split, HISTORY, history_gap=gap)
+    tables = FeatureTables(ml, split, HISTORY, history_gap=gap)
     batches = _uniform_stream(split, tables, num_negatives=1, batch_size=64, n=6)
     row_of = _row_of(split, ml)
     train = split.train
-    movie_ids = ml.movies.movie_id.to_numpy()
+    movie_ids = ml.items.movie_id.to_numpy()
     gaps = []
     for batch in batches:
         for i, row in enumerate(_rows(batch, row_of)):
@@ -323,7 +338,7 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
             windows = {}
             for g in range(gap + 1):
                 end = max(row - g, start)
-                earlier = movie_ids[train.movie.to_numpy()[start:end]][-HISTORY:]
+                earlier = movie_ids[train.item.to_numpy()[start:end]][-HISTORY:]
                 windows[g] = np.concatenate([np.zeros(HISTORY - len(earlier), np.int64),
                                              earlier])
             matches = [g for g, w in windows.items() if np.array_equal(w, history)]
@@ -334,6 +349,6 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
     # Without a seed (validation, serving-like features) the history ends right before the row.
     plain = tables.interaction_features(tf.constant([len(train) - 1], tf.int64))
     start = split.user_offsets[train.user.iloc[-1]]
-    expected = movie_ids[train.movie.to_numpy()[start:len(train) - 1]][-HISTORY:]
+    expected = movie_ids[train.item.to_numpy()[start:len(train) - 1]][-HISTORY:]
     np.testing.assert_array_equal(plain["user"]["history"].numpy()[0, -len(expected):],
                                   expected)

@@ -1,14 +1,24 @@
-"""dssm_tf.protocols: time_split and leave_last_one_out, histories."""
+"""dssm_tf.data.splits: time_split and leave_last_one_out, cutoffs, histories."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from dssm_tf import data, protocols
-from dssm_tf.errors import InputError
-from dssm_tf.protocols import LEAVE_LAST_ONE_OUT, TIME_SPLIT, history_window, make_split
-from tests.synthetic import CUTOFF, TINY_RATINGS, make_dataset, write_movielens
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, PROTOCOLS, TIME_SPLIT, SplitConfig
+from dssm_tf.data import splits
+from dssm_tf.data.splits import history_window
+from dssm_tf.errors import ConfigError
+from tests.conftest import load_ml, make_split
+from tests.synthetic import CUTOFF, TINY_RATINGS, write_movielens
+
+
+def raw(frame, dataset):
+    """`frame` (user/item indices) with the raw keys beside: user_id, movie_id."""
+    return frame.assign(user_id=dataset.user_keys[frame.user.to_numpy()],
+                        movie_id=dataset.item_keys[frame.item.to_numpy()])
 
 # The TINY data set (tests/synthetic.py), by line of ratings.dat:
 #   line  user(index)  movie(index)  timestamp
@@ -23,25 +33,25 @@ from tests.synthetic import CUTOFF, TINY_RATINGS, make_dataset, write_movielens
 #   9     2 (1)        10 (2)        CUTOFF      (exactly at the cutoff)
 
 
-def _lines(frame):
+def _lines(frame, dataset):
     """The ratings.dat line numbers (1-based) of a frame's rows, via (user, movie, time)."""
     index = {(u, m, t): i + 1 for i, (u, m, _, t) in enumerate(TINY_RATINGS)}
-    return [index[(u, m, t)] for u, m, t in
-            frame[["user_id", "movie_id", "timestamp"]].itertuples(index=False, name=None)]
+    return [index[(u, m, t)] for u, m, t in raw(frame, dataset)[
+        ["user_id", "movie_id", "timestamp"]].itertuples(index=False, name=None)]
 
 
 def test_time_split_hand_example(tiny_ml):
     split = make_split(tiny_ml, TIME_SPLIT)
     assert split.protocol == TIME_SPLIT and split.cutoff == CUTOFF
     # Test: lines 3 and 9 (at/after the cutoff); user 5 (lines 7, 8) has no training rating.
-    assert _lines(split.test) == [3, 9]
+    assert _lines(split.test, tiny_ml) == [3, 9]
     # Train: sorted by user, then time, then file order (line 5 before line 6).
-    assert _lines(split.train) == [1, 2, 4, 5, 6]
+    assert _lines(split.train, tiny_ml) == [1, 2, 4, 5, 6]
     np.testing.assert_array_equal(split.test_users, [0, 1])
-    assert split.test.movie.tolist() == [1, 2]
-    assert (split.num_users, split.num_movies) == (3, 4)
+    assert split.test.item.tolist() == [1, 2]
+    assert (split.num_users, split.num_items) == (3, 4)
     np.testing.assert_array_equal(split.user_offsets, [0, 2, 5, 5])
-    np.testing.assert_array_equal(split.movie_counts, [2, 1, 1, 1])
+    np.testing.assert_array_equal(split.item_counts, [2, 1, 1, 1])
     assert split.seen.toarray().tolist() == [[1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 0, 0]]
 
 
@@ -49,17 +59,17 @@ def test_leave_last_one_out_hand_example(tiny_ml):
     split = make_split(tiny_ml, LEAVE_LAST_ONE_OUT)
     assert split.protocol == LEAVE_LAST_ONE_OUT and split.cutoff is None
     # Each user's latest rating: user 1 line 3, user 5 line 8, user 2 line 9 (file order kept).
-    assert _lines(split.test) == [3, 8, 9]
-    assert _lines(split.train) == [1, 2, 4, 5, 6, 7]
+    assert _lines(split.test, tiny_ml) == [3, 8, 9]
+    assert _lines(split.train, tiny_ml) == [1, 2, 4, 5, 6, 7]
     np.testing.assert_array_equal(split.test_users, [0, 1, 2])
-    np.testing.assert_array_equal(split.movie_counts, [2, 1, 1, 2])
+    np.testing.assert_array_equal(split.item_counts, [2, 1, 1, 2])
 
 
 def test_custom_cutoff_and_candidates(tiny_ml):
     # Only lines 4-6 (user 2) are before 978300501; users 1 and 5 have no training rating.
     split = make_split(tiny_ml, TIME_SPLIT, cutoff=978300501)
-    assert _lines(split.train) == [4, 5, 6]
-    assert _lines(split.test) == [9]
+    assert _lines(split.train, tiny_ml) == [4, 5, 6]
+    assert _lines(split.test, tiny_ml) == [9]
     # Movie 10 (index 2) has no training rating: not a candidate.
     np.testing.assert_array_equal(split.candidates, [True, True, False, True])
 
@@ -70,36 +80,58 @@ def test_leave_last_one_out_tie_broken_by_file_order(tmp_path, reverse):
     if reverse:
         late.reverse()
     ratings = [(1, 1, 5, 100)] + late + [(2, 1, 5, 600), (2, 2, 4, 50)]
-    ml = data.load_movielens(write_movielens(tmp_path, ratings=ratings))
+    ml = load_ml(write_movielens(tmp_path, ratings=ratings))
     split = make_split(ml, LEAVE_LAST_ONE_OUT)
-    test = dict(zip(split.test.user_id, split.test.movie_id))
+    test, train = raw(split.test, ml), raw(split.train, ml)
+    test = dict(zip(test.user_id, test.movie_id))
     assert test[1] == late[1][1]  # the later line of the two at t=500
     assert test[2] == 1
     # The earlier tied line is the newest training rating of user 1.
-    history = split.train[split.train.user_id == 1].movie_id.tolist()
+    history = train[train.user_id == 1].movie_id.tolist()
     assert history == [1, late[0][1]]
 
 
 def test_seen_is_binary_with_repeated_ratings(tmp_path):
     # User 1 rated movie 2 twice before the cutoff: seen stays 1, the count is 2.
     ratings = [(1, 2, 3, 100), (1, 2, 5, 200), (1, 1, 4, CUTOFF), (2, 2, 4, 300)]
-    split = make_split(data.load_movielens(write_movielens(tmp_path, ratings=ratings)),
-                       TIME_SPLIT)
+    split = make_split(load_ml(write_movielens(tmp_path, ratings=ratings)), TIME_SPLIT)
     assert split.seen.toarray().tolist() == [[0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]
-    np.testing.assert_array_equal(split.movie_counts, [0, 3, 0, 0])
+    np.testing.assert_array_equal(split.item_counts, [0, 3, 0, 0])
 
 
-def test_time_split_without_test_ratings_fails(tiny_ml):
-    with pytest.raises(InputError, match=r"no test ratings.*--cutoff=4000000000"):
+def test_time_split_with_an_empty_side_says_which(tiny_ml):
+    with pytest.raises(ConfigError, match=r"4000000000 \(2096-10-02.*leaves no test") as error:
         make_split(tiny_ml, TIME_SPLIT, cutoff=4_000_000_000)
-    # Everything after the cutoff: no user has training ratings, so no test user either.
-    with pytest.raises(InputError, match="no test ratings"):
+    assert error.value.parameter == "cutoff"
+    # Everything after the cutoff: the training set is empty, and the error says so.
+    with pytest.raises(ConfigError, match=r"leaves no training interaction: the earliest is "
+                                          r"at 2000-12-31") as error:
         make_split(tiny_ml, TIME_SPLIT, cutoff=0)
+    assert error.value.parameter == "cutoff"
 
 
 def test_unknown_protocol(tiny_ml):
-    with pytest.raises(InputError, match="--protocol.*'random'"):
+    with pytest.raises(ConfigError, match="expected one of.*'random'") as error:
         make_split(tiny_ml, "random")
+    assert error.value.parameter == "protocol"
+
+
+def test_default_cutoff_is_the_data_sets_or_the_last_tenth(tiny_ml, tmp_path):
+    # movielens-1m keeps the seed's 2003-01-01.
+    assert make_split(tiny_ml, TIME_SPLIT).cutoff == CUTOFF == splits.default_cutoff(tiny_ml)
+    # Without a data set default: the first time of the last 10% of interactions.
+    stamps = [1000 * i for i in range(1, 21)]  # 20 interactions of 4 users, in time order
+    ratings = [((i % 4) + 1, (i % 3) + 1, 4, t) for i, t in enumerate(stamps)]
+    folder = write_movielens(tmp_path, users=[(u, "F", 1, 1, "0") for u in range(1, 5)],
+                             movies=[(m, f"M{m}", "Drama") for m in range(1, 4)],
+                             ratings=ratings)
+    dataset = dataclasses.replace(load_ml(folder), default_cutoff=None)
+    assert splits.default_cutoff(dataset) == 19000  # 18 before it, the last 2 (10%) after
+    split = make_split(dataset, TIME_SPLIT)
+    assert split.cutoff == 19000 and len(split.test) == 2 and len(split.train) == 18
+    # The resolved config records the cutoff the split used; leave-last-one-out has none.
+    assert splits.resolve(dataset, SplitConfig()).cutoff == 19000
+    assert splits.resolve(dataset, SplitConfig(LEAVE_LAST_ONE_OUT, 5)).cutoff is None
 
 
 def _random_ratings(rng, n_users, n_movies, n_ratings):
@@ -115,7 +147,7 @@ def _random_ratings(rng, n_users, n_movies, n_ratings):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("protocol", protocols.PROTOCOLS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_split_invariants_on_random_data(tmp_path, seed, protocol):
     rng = np.random.default_rng(seed)
     n_users, n_movies = 25, 30
@@ -123,9 +155,9 @@ def test_split_invariants_on_random_data(tmp_path, seed, protocol):
     folder = write_movielens(
         tmp_path, users=[(u, "MF"[u % 2], 25, 1, "00000") for u in range(1, n_users + 1)],
         movies=[(m, f"M{m} (2000)", "Drama") for m in range(1, n_movies + 1)], ratings=ratings)
-    ml = data.load_movielens(folder)
+    ml = load_ml(folder)
     split = make_split(ml, protocol)
-    _check_invariants(split, ratings)
+    _check_invariants(split, ratings, ml)
 
     # Brute force, straight from the definition of each protocol.
     if protocol == TIME_SPLIT:
@@ -138,16 +170,16 @@ def test_split_invariants_on_random_data(tmp_path, seed, protocol):
                 latest[r[0]] = line  # >=: a tie goes to the later line
         counts = np.bincount([r[0] for r in ratings])
         want = [ratings[i] for i in sorted(latest.values()) if counts[ratings[i][0]] > 1]
-    got = list(split.test[["user_id", "movie_id", "rating", "timestamp"]]
+    got = list(raw(split.test, ml)[["user_id", "movie_id", "rating", "timestamp"]]
                .itertuples(index=False, name=None))
     assert got == want
 
 
-@pytest.mark.parametrize("protocol", protocols.PROTOCOLS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_split_invariants_on_synthetic(synthetic_data, protocol):
-    ml = data.load_movielens(synthetic_data.folder)
+    ml = load_ml(synthetic_data.folder)
     split = make_split(ml, protocol)
-    _check_invariants(split, synthetic_data.ratings)
+    _check_invariants(split, synthetic_data.ratings, ml)
     if protocol == TIME_SPLIT:
         assert len(split.train) == synthetic_data.n_train_time_split
         assert 0 < len(split.test_users) < ml.num_users
@@ -155,8 +187,8 @@ def test_split_invariants_on_synthetic(synthetic_data, protocol):
         assert len(split.test) == len(split.test_users) == ml.num_users
 
 
-def _check_invariants(split, ratings):
-    train, test = split.train, split.test
+def _check_invariants(split, ratings, dataset):
+    train, test = raw(split.train, dataset), raw(split.test, dataset)
     key = ["user_id", "movie_id", "timestamp"]
     train_rows = set(train[key].itertuples(index=False, name=None))
     test_rows = list(test[key].itertuples(index=False, name=None))
@@ -210,7 +242,7 @@ def test_history_window():
 
 
 def test_histories_on_synthetic_are_chronological(synthetic_data):
-    ml = data.load_movielens(synthetic_data.folder)
+    ml = load_ml(synthetic_data.folder)
     split = make_split(ml, TIME_SPLIT)
     length = 5
     hist = split.histories(split.test_users, length)
@@ -218,5 +250,5 @@ def test_histories_on_synthetic_are_chronological(synthetic_data):
         uid = int(ml.users.user_id[user])
         mine = sorted((t, line, m) for line, (u, m, _, t) in enumerate(synthetic_data.ratings)
                       if u == uid and t < CUTOFF)
-        want = [int(ml.movie_index([m])[0]) + 1 for _, _, m in mine][-length:]
+        want = [int(ml.item_index([m])[0]) + 1 for _, _, m in mine][-length:]
         assert row.tolist() == [0] * (length - len(want)) + want

@@ -1,13 +1,13 @@
 """Top-K metrics shared by every model and baseline: recall (micro and user-mean), hit, NDCG.
 
-A model hands over a ``[n_users, K]`` array of recommended movie indices (``-1`` pads rows with
-fewer candidates); the test ratings are ``(user, movie)`` index pairs. Recall@K is computed as
-the seed does: hits / number of test ratings.
+A model hands over a ``[n_users, K]`` array of recommended item indices (``-1`` pads rows with
+fewer candidates); the test interactions are ``(user, item)`` index pairs. Recall@K is computed as
+the seed does: hits / number of test interactions.
 
 Usage::
 
     top = top_k_from_scores(scores, 50, exclude=split.seen[users], candidates=split.candidates)
-    evaluate_top_k(top, users, split.test.user, split.test.movie, k=50)
+    evaluate_top_k(top, users, split.test.user, split.test.item, k=50)
 """
 
 from __future__ import annotations
@@ -20,8 +20,13 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = 
                       candidates: np.ndarray | None = None) -> np.ndarray:
     """The `k` best columns of each row of `scores`, best first, skipping excluded cells.
 
-    `exclude` (rows x columns, nonzero = drop) removes seen movies; `candidates` (bool per
-    column) restricts the catalogue. Rows with fewer than `k` allowed columns are padded with -1.
+    `exclude` (rows x columns, nonzero = drop) removes seen items; `candidates` (bool per
+    column) restricts the catalogue. Rows with fewer than `k` allowed columns are padded with
+    -1. Equal scores rank by column (the lower first), so the lists do not depend on how a
+    partial sort happens to order ties (a popularity baseline has many).
+
+    >>> top_k_from_scores(np.array([[0.5, 2.0, 0.5, 1.0]]), 3).tolist()
+    [[1, 3, 0]]
     """
     scores = np.array(scores, dtype=np.float32, copy=True)
     if candidates is not None:
@@ -29,27 +34,35 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = 
     if exclude is not None:
         coo = sp.coo_matrix(exclude)
         scores[coo.row, coo.col] = -np.inf
-    k_eff = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
-    part_scores = np.take_along_axis(scores, part, axis=1)
-    order = np.argsort(-part_scores, axis=1, kind="stable")
-    top = np.take_along_axis(part, order, axis=1)
-    top[~np.isfinite(np.take_along_axis(part_scores, order, axis=1))] = -1
-    if k_eff < k:
-        top = np.pad(top, ((0, 0), (0, k - k_eff)), constant_values=-1)
+    n, m = scores.shape
+    k_eff = min(k, m)
+    top = np.full((n, k), -1, np.int64)
+    if k_eff == 0 or n == 0:
+        return top
+    # The k-th best score of each row; all above it are in, ties at it by column order.
+    threshold = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1:k_eff]
+    above = scores > threshold
+    tied = scores == threshold
+    keep = above | (tied & (np.cumsum(tied, axis=1) <= k_eff - above.sum(axis=1,
+                                                                      keepdims=True)))
+    columns = np.nonzero(keep)[1].reshape(n, k_eff)   # per row, in column order
+    picked = np.take_along_axis(scores, columns, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    top[:, :k_eff] = np.take_along_axis(columns, order, axis=1)
+    top[:, :k_eff][~np.isfinite(np.take_along_axis(picked, order, axis=1))] = -1
     return top
 
 
 def hit_ranks(top_k: np.ndarray, users: np.ndarray, test_users: np.ndarray,
-              test_movies: np.ndarray) -> np.ndarray:
-    """0-based rank of each test rating's movie in its user's list; `top_k.shape[1]` if absent.
+              test_items: np.ndarray) -> np.ndarray:
+    """0-based rank of each test interaction's item in its user's list; `top_k.shape[1]` if absent.
 
     `users[i]` is the user of row `i` of `top_k` (sorted, unique).
     """
     rows = np.searchsorted(users, test_users)
     if np.any(rows >= len(users)) or np.any(users[np.minimum(rows, len(users) - 1)] != test_users):
         raise ValueError("every test user needs a row in top_k")
-    match = top_k[rows] == np.asarray(test_movies)[:, None]
+    match = top_k[rows] == np.asarray(test_items)[:, None]
     return np.where(match.any(axis=1), match.argmax(axis=1), top_k.shape[1])
 
 
@@ -74,10 +87,10 @@ def metrics_from_ranks(ranks: np.ndarray, test_users: np.ndarray, k: int) -> dic
 
 
 def evaluate_top_k(top_k: np.ndarray, users: np.ndarray, test_users: np.ndarray,
-                   test_movies: np.ndarray, k: int) -> dict[str, float]:
+                   test_items: np.ndarray, k: int) -> dict[str, float]:
     """All contract metrics at `k` for recommendation lists `top_k` (rows = sorted `users`)."""
     ranks = hit_ranks(np.asarray(top_k)[:, :k], np.asarray(users), np.asarray(test_users),
-                      test_movies)
+                      test_items)
     return metrics_from_ranks(ranks, np.asarray(test_users), k)
 
 

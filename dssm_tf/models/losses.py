@@ -1,15 +1,23 @@
 """Loss schemes, chosen by `--loss`; the one training loop calls whichever is configured.
 
-Every scheme is a Keras layer called as ``scheme(user, positive, negatives, batch)``:
-`user` and `positive` are ``[B, D]`` tower outputs of matching rows, `negatives` the item-tower
-outputs of the sampled negatives (``[B, N, D]``, or ``[N, D]`` shared by the batch for
-`inbatch`, or None), and `batch` the input features (for ids and the negative mask).
-Scores are inner products (cosine when the towers normalise).
+Every scheme is a Keras layer called with explicit tensors::
+
+    scheme(user, positive, negatives, positive_items, negative_items, negative_mask)
+
+`user` and `positive` are ``[B, D]`` tower outputs of matching rows; `negatives` the item-tower
+outputs of the sampled negatives (``[B, N, D]``, or ``[N, D]`` shared by the batch when the
+scheme's `shares_negatives` is true, or None); `positive_items` / `negative_items` their item
+*indices* (for the sampling correction and accidental hits) and `negative_mask` ``[B, N]``
+false where a negative is the row's own positive. Scores are inner products (cosine when the
+towers normalise). Schemes never see raw features, so they know nothing of any data set.
 
 Usage::
 
-    scheme = make_loss("softmax", gamma=20.0)
-    loss = scheme(user, positive, negatives, batch)
+    scheme = make_loss(LossConfig(loss="softmax", gamma=20.0),
+                       sampler_probabilities=sampler.probabilities(),
+                       train_probabilities=counts / counts.sum(), batch_size=512,
+                       num_negatives=3)
+    loss = scheme(user, positive, negatives, positive_items, negative_items, negative_mask)
 """
 
 from __future__ import annotations
@@ -21,19 +29,28 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
-LOSSES = ("bce", "triplet", "softmax", "inbatch")
+from dssm_tf.config import LossConfig
+
 _MASKED = -1e9
 
 
 class LossScheme(keras.layers.Layer):
-    """Base of the schemes: `call(user, positive, negatives, batch) -> scalar loss`.
+    """Base of the schemes: `call(user, positive, negatives, positive_items, negative_items,
+    negative_mask) -> scalar loss` (see the module docstring).
 
-    Computes in float32 even under a mixed-precision policy (the towers emit float32).
+    `shares_negatives`: whether the scheme wants one draw of negatives for the whole batch
+    (``[N, D]``) instead of its own per row (``[B, N, D]``). Computes in float32 even under a
+    mixed-precision policy (the towers emit float32).
     """
+
+    shares_negatives = False
 
     def __init__(self, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+
+    def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
+        raise NotImplementedError
 
 
 @contextlib.contextmanager
@@ -56,27 +73,25 @@ class SamplingCorrection(keras.layers.Layer):
 
     Added to every logit of a sampled loss, it makes the scores learned against q-distributed
     negatives rank like scores learned against uniform ones: without it, a frequency sampler
-    teaches the towers to demote popular movies. Zero for the uniform sampler.
+    teaches the towers to demote popular items. Zero for the uniform sampler and for items
+    outside the sampler's support.
     """
 
-    def __init__(self, movie_ids: np.ndarray, probabilities: np.ndarray, **kwargs):
+    def __init__(self, probabilities: np.ndarray, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         probabilities = np.asarray(probabilities, np.float64)
         support = probabilities > 0
         ratio = np.where(support, probabilities * support.sum(), 1.0)
-        self.lookup = keras.layers.IntegerLookup(vocabulary=list(movie_ids))
-        # Index 0 (unknown movie) and movies outside the sampler's support get no offset.
-        self.offset = tf.constant(np.concatenate([[0.0], -np.log(ratio)]), tf.float32)
+        self.offset = tf.constant(-np.log(ratio), tf.float32)
 
-    def call(self, movie_ids: tf.Tensor) -> tf.Tensor:
-        return tf.gather(self.offset, self.lookup(movie_ids))
+    def call(self, items: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.offset, items)
 
 
-def _candidate_ids(batch: dict) -> tf.Tensor:
-    """`[B, 1 + N]` MovieIDs: the positive, then its negatives."""
-    return tf.concat([batch["positive"]["movie_id"][:, None], batch["negatives"]["movie_id"]],
-                     axis=1)
+def _candidate_items(positive_items: tf.Tensor, negative_items: tf.Tensor) -> tf.Tensor:
+    """`[B, 1 + N]` item indices: the positive, then its negatives."""
+    return tf.concat([positive_items[:, None], negative_items], axis=1)
 
 
 def _negative_scores(user: tf.Tensor, negatives: tf.Tensor) -> tf.Tensor:
@@ -98,15 +113,15 @@ class BinaryCrossEntropy(LossScheme):
         self.correction = correction
         self.auc = keras.metrics.AUC(name="auc")
 
-    def call(self, user, positive, negatives, batch):
+    def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
         positive_logit = tf.reduce_sum(user * positive, axis=-1, keepdims=True)
         logits = tf.concat([positive_logit, _negative_scores(user, negatives)], axis=1)
         logits = logits / self.temperature
         if self.correction is not None:
-            logits += self.correction(_candidate_ids(batch))
+            logits += self.correction(_candidate_items(positive_items, negative_items))
         labels = tf.concat([tf.ones_like(positive_logit), tf.zeros_like(logits[:, 1:])], 1)
         weights = tf.concat([tf.ones_like(positive_logit),
-                             tf.cast(batch["negative_mask"], logits.dtype)], axis=1)
+                             tf.cast(negative_mask, logits.dtype)], axis=1)
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
         self.auc.update_state(labels, tf.sigmoid(logits), sample_weight=weights)
         return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
@@ -120,13 +135,8 @@ class TripletMargin(LossScheme):
     ||u - v||^2 / 2, the squared distance of FaceNet's triplet loss).
     """
 
-    DISTANCES = ("euclidean", "cosine")
-
     def __init__(self, margin: float = 0.5, distance: str = "euclidean", **kwargs):
         super().__init__(**kwargs)
-        if distance not in self.DISTANCES:
-            raise ValueError(f"unknown triplet distance {distance!r}; expected one of "
-                             f"{self.DISTANCES}")
         self.margin = margin
         self.distance = distance
 
@@ -136,11 +146,11 @@ class TripletMargin(LossScheme):
         return 1.0 - tf.reduce_sum(tf.math.l2_normalize(user, -1)
                                    * tf.math.l2_normalize(items, -1), axis=-1)
 
-    def call(self, user, positive, negatives, batch):
+    def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
         d_pos = self._distance(user, positive)[:, None]
         d_neg = self._distance(user[:, None, :], negatives)
         losses = tf.nn.relu(d_pos - d_neg + self.margin)
-        weights = tf.cast(batch["negative_mask"], losses.dtype)
+        weights = tf.cast(negative_mask, losses.dtype)
         return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
 
 
@@ -153,12 +163,12 @@ class SampledSoftmax(LossScheme):
         self.gamma = gamma
         self.correction = correction
 
-    def call(self, user, positive, negatives, batch):
+    def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
         logits = tf.concat([tf.reduce_sum(user * positive, axis=-1, keepdims=True),
                             _negative_scores(user, negatives)], axis=1) * self.gamma
         if self.correction is not None:
-            logits += self.correction(_candidate_ids(batch))
-        mask = tf.concat([tf.ones_like(logits[:, :1], tf.bool), batch["negative_mask"]], 1)
+            logits += self.correction(_candidate_items(positive_items, negative_items))
+        mask = tf.concat([tf.ones_like(logits[:, :1], tf.bool), negative_mask], 1)
         logits = tf.where(mask, logits, _MASKED)
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.zeros_like(logits[:, 0], tf.int32), logits=logits))
@@ -169,11 +179,13 @@ class InBatchSoftmax(LossScheme):
     removal; extra sampled negatives (shared by the batch) are appended as candidates.
 
     The sampling probability of a candidate is the mixture actually used: batch positives follow
-    the training distribution (`train_probabilities`), the extra negatives `negative_probabilities`.
-    `logq_weight` scales the correction (1 = full logQ, 0 = none).
+    the training distribution (`train_probabilities`, per item index), the extra negatives
+    `negative_probabilities`. `logq_weight` scales the correction (1 = full logQ, 0 = none).
     """
 
-    def __init__(self, movie_ids: np.ndarray, train_probabilities: np.ndarray,
+    shares_negatives = True
+
+    def __init__(self, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
                  batch_size: int = 1, num_negatives: int = 0, logq_weight: float = 1.0,
                  **kwargs):
@@ -182,40 +194,43 @@ class InBatchSoftmax(LossScheme):
         mix = np.asarray(train_probabilities, np.float64) * (1 - share)
         if num_negatives:
             mix = mix + share * np.asarray(negative_probabilities, np.float64)
-        self.lookup = keras.layers.IntegerLookup(vocabulary=list(movie_ids))
-        # Index 0 is the out-of-vocabulary row; it gets the smallest probability. Retrieval
-        # subtracts log(probability): `logq_weight` < 1 keeps part of the popularity signal.
-        mix = np.concatenate([[mix[mix > 0].min()], np.maximum(mix, mix[mix > 0].min())])
+        # Items never drawn get the smallest probability. Retrieval subtracts
+        # log(probability): `logq_weight` < 1 keeps part of the popularity signal.
+        mix = np.maximum(mix, mix[mix > 0].min())
         self.probability = tf.constant(mix ** logq_weight, tf.float32)
         with _float32_policy():
             self.task = tfrs.tasks.Retrieval(
                 loss=keras.losses.CategoricalCrossentropy(from_logits=True),
                 temperature=temperature, remove_accidental_hits=True)
 
-    def call(self, user, positive, negatives, batch):
-        ids = batch["positive"]["movie_id"]
+    def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
+        items = positive_items
         candidates = positive
         if negatives is not None:
-            ids = tf.concat([ids, batch["negatives"]["movie_id"]], axis=0)
+            items = tf.concat([items, negative_items], axis=0)
             candidates = tf.concat([positive, negatives], axis=0)
-        probability = tf.gather(self.probability, self.lookup(ids))
+        probability = tf.gather(self.probability, items)
         with _float32_policy():  # Retrieval builds its helper layers while it is called
             return self.task(user, candidates, candidate_sampling_probability=probability,
-                             candidate_ids=ids, compute_metrics=False,
+                             candidate_ids=items, compute_metrics=False,
                              compute_batch_metrics=False)
 
 
-def make_loss(name: str, *, temperature: float = 1.0, margin: float = 0.5,
-              triplet_distance: str = "euclidean", gamma: float = 20.0,
-              correction: SamplingCorrection | None = None, **inbatch_args) -> LossScheme:
-    """The scheme `--loss` names. `correction` applies to `bce` and `softmax`;
-    `inbatch_args` go to `InBatchSoftmax`."""
-    if name == "bce":
-        return BinaryCrossEntropy(temperature, correction)
-    if name == "triplet":
-        return TripletMargin(margin, triplet_distance)
-    if name == "softmax":
-        return SampledSoftmax(gamma, correction)
-    if name == "inbatch":
-        return InBatchSoftmax(temperature=temperature, **inbatch_args)
-    raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
+def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
+              train_probabilities: np.ndarray, batch_size: int,
+              num_negatives: int) -> LossScheme:
+    """The scheme `config.loss` names. `sampler_probabilities` (per item index) drive the
+    sampling correction of `bce`/`softmax` and the extra negatives of `inbatch`;
+    `train_probabilities` are the in-batch positives' distribution."""
+    config.validate()
+    correction = (SamplingCorrection(sampler_probabilities)
+                  if config.sampling_correction else None)
+    if config.loss == "bce":
+        return BinaryCrossEntropy(config.temperature, correction)
+    if config.loss == "triplet":
+        return TripletMargin(config.margin, config.triplet_distance)
+    if config.loss == "softmax":
+        return SampledSoftmax(config.gamma, correction)
+    return InBatchSoftmax(train_probabilities, sampler_probabilities,
+                          temperature=config.temperature, batch_size=batch_size,
+                          num_negatives=num_negatives, logq_weight=config.logq_weight)

@@ -11,12 +11,12 @@ model uses cosine similarity), so every index uses ``METRIC_INNER_PRODUCT``:
   seen a large part of the catalogue, scan the index's stored vectors exactly instead: a graph
   walk that deep costs more than the scan).
 
-Only the movies that can be recommended go into the index; ``item_ids[row]`` maps a faiss row
-back to its movie index.
+Only the items that can be recommended go into the index; ``item_ids[row]`` maps a faiss row
+back to its item index.
 
 Seen-item exclusion never loses candidates: users are grouped into buckets by how many of their
-excluded movies are in the index, and each bucket is searched ``k + max excluded in bucket``
-deep (capped at the index size). Dropping the excluded movies then still leaves the ``k`` best
+excluded items are in the index, and each bucket is searched ``k + max excluded in bucket``
+deep (capped at the index size). Dropping the excluded items then still leaves the ``k`` best
 allowed ones. The buckets grow geometrically (a few dozen for ML-1M), and everything within a
 bucket is vectorised.
 
@@ -24,7 +24,7 @@ Usage::
 
     index = build_index(item_embeddings[split.candidates], "flat")
     top = search(index, user_embeddings, 50, exclude=split.seen[users],
-                 item_ids=np.flatnonzero(split.candidates))   # [n, 50] movie indices, -1 pads
+                 item_ids=np.flatnonzero(split.candidates))   # [n, 50] item indices, -1 pads
 """
 
 from __future__ import annotations
@@ -35,13 +35,15 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-KINDS = ("flat", "ivf", "hnsw")
+from dssm_tf.config import INDEX_KINDS, IndexConfig
+from dssm_tf.errors import ConfigError
+
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
 _BUCKET_GROWTH = 1.25   # a bucket's depth is at most ~25% above its shallowest member's need
 _HNSW_SCAN_FRACTION = 4  # HNSW searches deeper than 1/4 of the items scan them exhaustively
-_CHUNK_ROWS = 4096      # rows per dense exclusion mask (4096 x 3706 bools = 15 MB)
+_CHUNK_ROWS = 4096      # rows per dense exclusion mask (4096 x 3706 bools = 15 MB on ML-1M)
 
 
 def _as_matrix(embeddings, name: str) -> np.ndarray:
@@ -63,17 +65,18 @@ def index_params(kind: str, num_items: int, *, nlist: int | None = None,
                  ef_search: int | None = None, ef_construction: int | None = None) -> dict:
     """Check the parameters of a `kind` index over `num_items` items and fill in defaults.
 
-    Raises ValueError whose message starts with the parameter's name (as the flags are named).
+    Raises ConfigError naming the parameter (as the flags are named).
     """
     if kind == "flat":
         return {}
     if kind == "ivf":
         lists = default_nlist(num_items) if nlist is None else int(nlist)
         if not 1 <= lists <= num_items:
-            raise ValueError(f"nlist: expected 1..{num_items} (the number of items), got {lists}")
+            raise ConfigError("nlist", f"expected 1..{num_items} (the number of items), "
+                                       f"got {lists}")
         probes = max(1, lists // 4) if nprobe is None else int(nprobe)
         if not 1 <= probes <= lists:
-            raise ValueError(f"nprobe: expected 1..{lists} (nlist), got {probes}")
+            raise ConfigError("nprobe", f"expected 1..{lists} (nlist), got {probes}")
         return {"nlist": lists, "nprobe": probes}
     if kind == "hnsw":
         params = {"hnsw_m": DEFAULT_HNSW_M if hnsw_m is None else int(hnsw_m),
@@ -82,9 +85,9 @@ def index_params(kind: str, num_items: int, *, nlist: int | None = None,
                                       else int(ef_construction))}
         for name, low in (("hnsw_m", 2), ("ef_search", 1), ("ef_construction", 1)):
             if params[name] < low:
-                raise ValueError(f"{name}: expected at least {low}, got {params[name]}")
+                raise ConfigError(name, f"expected at least {low}, got {params[name]}")
         return params
-    raise ValueError(f"index kind: expected one of {', '.join(KINDS)}, got {kind!r}")
+    raise ConfigError("index", f"expected one of {', '.join(INDEX_KINDS)}, got {kind!r}")
 
 
 def build_index(item_embeddings, kind: str = "flat", *, nlist: int | None = None,
@@ -150,10 +153,10 @@ def _buckets(need: np.ndarray) -> list[np.ndarray]:
 
 def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | None = None,
            item_ids: np.ndarray | None = None, *, return_scores: bool = False):
-    """The `k` best items per user, best first, as movie indices ([n, k] int64, -1 pads).
+    """The `k` best items per user, best first, as item indices ([n, k] int64, -1 pads).
 
-    `exclude` (users x movies, rows aligned with `user_embeddings`, nonzero = drop) removes each
-    user's seen movies before the top `k` is taken. `item_ids[row]` is the movie index of faiss
+    `exclude` (users x items, rows aligned with `user_embeddings`, nonzero = drop) removes each
+    user's seen items before the top `k` is taken. `item_ids[row]` is the item index of faiss
     row `row` (default: the row itself). With `return_scores`, also returns the [n, k] float32
     inner products (-inf where padded).
 
@@ -185,7 +188,7 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
         if exclude.shape[1] <= item_ids.max():
             raise ValueError(f"exclude: {exclude.shape[1]} columns, item_ids go up to "
                              f"{item_ids.max()}")
-        # Only excluded movies that are in the index can take a place in a faiss result list.
+        # Only excluded items that are in the index can take a place in a faiss result list.
         need = np.asarray((exclude[:, item_ids] != 0).sum(axis=1)).ravel().astype(np.int64)
 
     def fill(rows_subset: np.ndarray, exhaustive: bool = False) -> None:
@@ -209,12 +212,24 @@ def _fill_rows(index, queries, rows, depth, k, exclude, item_ids, top, scores,
                exhaustive) -> None:
     """Search `rows` `depth` deep; write each one's first `k` allowed items into top/scores."""
     found_scores, labels = _raw_search(index, queries[rows], depth, exhaustive)
-    movies = np.where(labels >= 0, item_ids[np.maximum(labels, 0)], -1)
-    keep = movies >= 0
+    items = np.where(labels >= 0, item_ids[np.maximum(labels, 0)], -1)
+    keep = items >= 0
     if exclude is not None:
         seen = exclude[rows].astype(bool).toarray()
-        keep &= ~seen[np.arange(len(rows))[:, None], np.maximum(movies, 0)]
+        keep &= ~seen[np.arange(len(rows))[:, None], np.maximum(items, 0)]
     rank = np.cumsum(keep, axis=1) - 1
     r, c = np.nonzero(keep & (rank < k))
-    top[rows[r], rank[r, c]] = movies[r, c]
+    top[rows[r], rank[r, c]] = items[r, c]
     scores[rows[r], rank[r, c]] = found_scores[r, c]
+
+
+def config_params(config: IndexConfig) -> dict:
+    """The parameters of `config` that its kind of index uses (for `index_params` and
+    `build_index`)."""
+    config.validate()
+    if config.index == "ivf":
+        return {"nlist": config.nlist, "nprobe": config.nprobe}
+    if config.index == "hnsw":
+        return {"hnsw_m": config.hnsw_m, "ef_search": config.ef_search,
+                "ef_construction": config.ef_construction}
+    return {}

@@ -1,0 +1,114 @@
+"""Top-K items for one user from an exported two-tower model, seen items excluded.
+
+Only the SavedModels are read (as `evaluate` does). The user's history and seen items come
+from the training part of the split the export was trained under (`metadata.json`'s protocol
+and cutoff; `--protocol`/`--cutoff` override); the data is the one `metadata.json` records.
+Candidates are the items with at least one training interaction, as in evaluation.
+
+Usage::
+
+    python -m dssm_tf.recommend --export_dir=runs/bce/export --user_id=42 --k=10
+
+prints::
+
+    Top 10 for user 42 (gender M, age 25-34, occupation executive/managerial): 180 training
+    interactions (time_split), seen items excluded
+    rank   score  movie_id  title                       genres
+       1  0.8123      2571  Matrix, The (1999)          Action|Sci-Fi|Thriller
+    ...
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dssm_tf.cli import app
+from dssm_tf.cli import flags as cli
+from dssm_tf.cli.evaluate import checked_index
+from dssm_tf.config import IndexConfig
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.splits import Split
+from dssm_tf.errors import ConfigError
+from dssm_tf.evaluation.exports import split_for_export
+from dssm_tf.serving import contract
+from dssm_tf.serving.loaded import Export, load_export, retrieve
+
+FLAGS = cli.FLAGS
+DEFAULT_K = 10  # --k is shared with evaluate (default 50); recommend lists 10 unless told
+_TEXT_WIDTH = 50
+
+
+def recommend(export: Export, dataset: Dataset, split: Split, user: int, k: int,
+              index: IndexConfig = IndexConfig()):
+    """(item indices, scores) of the `k` best unseen candidates for user index `user`."""
+    top, scores = retrieve(export, dataset, split, np.array([user]), k, exclude_seen=True,
+                           index=index, return_scores=True)
+    keep = top[0] >= 0
+    return top[0][keep], scores[0][keep]
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _shown(dataset: Dataset, feature: str, value) -> str:
+    """A feature value as a person reads it (ML-1M's age and occupation codes decoded)."""
+    labels = dataset.labels.get(feature, {})
+    return str(labels.get(value.item() if isinstance(value, np.generic) else value, value))
+
+
+def describe_user(dataset: Dataset, user: int) -> str:
+    """`gender M, age 25-34, ...`: the user's declared features, decoded."""
+    row = dataset.users.iloc[user]
+    return ", ".join(f"{f.name} {_shown(dataset, f.name, row[f.name])}"
+                     for f in dataset.schema.user_features)
+
+
+def format_table(dataset: Dataset, items: np.ndarray, scores: np.ndarray) -> str:
+    """An aligned text table: rank, score, item key, title (if any), item features."""
+    schema = dataset.schema
+    columns = [schema.item_key] + ([schema.item_title] if schema.item_title else [])
+    columns += [f.name for f in schema.item_features]
+    rows = dataset.items.iloc[items]
+    cells = [(str(rank), f"{score:.4f}",
+              *(_clip(_shown(dataset, name, row[name]), _TEXT_WIDTH) for name in columns))
+             for rank, (score, (_, row)) in enumerate(zip(scores, rows.iterrows()), start=1)]
+    header = ("rank", "score", *columns)
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    right = (True, True, True) + (False,) * (len(columns) - 1)
+
+    def line(row):
+        parts = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join(line(row) for row in [header, *cells])
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    if FLAGS.user_id is None:
+        raise ConfigError("user_id", "required (a user key of the data, e.g. a MovieLens "
+                                     "UserID)")
+    metadata = contract.check_export(FLAGS.export_dir)  # fail fast, before TensorFlow starts
+    dataset = cli.data_for_export(metadata)
+    try:
+        user = int(dataset.user_index([dataset.parse_user_key(FLAGS.user_id)])[0])
+    except ValueError:
+        user = -1
+    if user < 0:
+        raise ConfigError("user_id", f"{FLAGS.user_id}: no such user in the data "
+                                     f"({dataset.name}, {dataset.data_dir})")
+    split = split_for_export(dataset, metadata, *cli.protocol_override())
+    index = checked_index(split)
+    export = load_export(FLAGS.export_dir)
+    k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
+    items, scores = recommend(export, dataset, split, user, k, index)
+    n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
+    about = describe_user(dataset, user)
+    print(f"Top {len(items)} for user {FLAGS.user_id}{f' ({about})' if about else ''}: "
+          f"{n_seen} training interactions ({split.protocol}), seen items excluded")
+    print(format_table(dataset, items, scores))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,105 @@
+"""Train a two-tower model, export it, evaluate the export with faiss, compare with baselines.
+
+    python -m dssm_tf.train --flagfile=configs/bce.flags [--dataset=NAME] [--data_dir=DIR]
+                            [--model_dir=DIR] [--protocol=time_split|leave_last_one_out]
+                            [--epochs=N] [--overwrite]
+
+Writes `<model_dir>/export/` (SavedModels, see docs/CONTRACT.md), `<model_dir>/metrics.json`,
+`<model_dir>/config.json` (the configs and data checksums of the run), TensorBoard logs in
+`<model_dir>/logs` and, while running, a `BackupAndRestore` checkpoint in `<model_dir>/backup`,
+so a killed run resumes where it stopped when rerun with the same settings (other settings:
+exit 2, unless `--overwrite`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+
+from dssm_tf.cli import app
+from dssm_tf.cli import flags as cli
+from dssm_tf.config import RunConfig
+from dssm_tf.data import splits
+from dssm_tf.errors import ConfigError
+from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
+from dssm_tf.evaluation.baselines.popularity import popularity_scorer
+from dssm_tf.evaluation.scoring import evaluate_scorer
+from dssm_tf.io import write_json
+from dssm_tf.training import resume
+
+FLAGS = cli.FLAGS
+METRICS = "metrics.json"
+
+
+def check_data(run: RunConfig, split: splits.Split) -> None:
+    """Settings that need the training counts (still before TensorFlow is imported)."""
+    sampler = run.sampler
+    if (sampler.negative_sampler == "frequency"
+            and not (split.item_counts >= sampler.frequent_min_count).any()):
+        raise ConfigError("frequent_min_count", f"{sampler.frequent_min_count}: no item has "
+                                                f"that many training interactions")
+
+
+def _table(rows: list[tuple[str, dict]], k: int) -> str:
+    keys = [f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}"]
+    lines = [f"{'model':<34}" + "".join(f"{key:>22}" for key in keys)]
+    lines += [f"{name:<34}" + "".join(f"{result[key]:>22.4f}" for key in keys)
+              for name, result in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    run = cli.run_config()
+    dataset = cli.load_data(run.data)
+    split = splits.make_split(dataset, run.split)
+    # What the run really used: absolute data paths, the cutoff the split took.
+    run = dataclasses.replace(run, data=dataset.config, split=splits.resolve(dataset, run.split))
+    check_data(run, split)
+    model_dir = FLAGS.model_dir
+    record = resume.run_record(run, dataset)
+    if FLAGS.overwrite:
+        resume.clear(model_dir)
+    resume.check(model_dir, record)
+    # TensorFlow is imported only now, so bad flags and data fail fast with one clean line.
+    from dssm_tf.evaluation.exports import evaluate_export  # noqa: PLC0415
+    from dssm_tf.serving import contract, export  # noqa: PLC0415
+    from dssm_tf.serving.loaded import load_export  # noqa: PLC0415
+    from dssm_tf.training import trainer  # noqa: PLC0415
+
+    resume.write(model_dir, record)
+    result = trainer.fit(run, dataset, split, model_dir)
+    export_dir = export.export_towers(
+        result.model.user_tower, result.model.item_tower, os.path.join(model_dir, "export"),
+        contract.build_metadata(run, dataset, split, trainer.versions()))
+    k = FLAGS.k
+    exported = load_export(export_dir)
+    metrics, _ = evaluate_export(exported, dataset, split, k, exclude_seen=True)
+    seed_protocol, _ = evaluate_export(exported, dataset, split, k, exclude_seen=False)
+    baselines = {}
+    if FLAGS.baselines:
+        baselines = {name: evaluate_scorer(split, scorer, k, exclude_seen=True)
+                     for name, scorer in (("popularity", popularity_scorer(split)),
+                                          ("itemcf", itemcf_scorer(split, FLAGS.neighbors)))}
+    rows = [(f"two-tower {run.loss.loss} (seen excluded)", metrics),
+            (f"two-tower {run.loss.loss} (seed protocol)", seed_protocol)]
+    rows += [(f"{name} (seen excluded)", value) for name, value in baselines.items()]
+    print(f"\n{dataset.name}, {split.protocol}: {metrics['n_test_users']} test users, "
+          f"{metrics['n_test_items']} test interactions\n{_table(rows, k)}")
+
+    output = dict(metrics)
+    output.update({f"seed_protocol/{key}": value for key, value in seed_protocol.items()
+                   if "@" in key})
+    for name, value in baselines.items():
+        output.update({f"{name}/{key}": v for key, v in value.items() if "@" in key})
+    output.update(run.flat())
+    output.update(train_seconds=round(result.seconds, 2), epochs_run=result.epochs_run,
+                  peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  export_dir=export_dir)
+    write_json(os.path.join(model_dir, METRICS), output)
+    print(f"wrote {os.path.join(model_dir, METRICS)} and {export_dir}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,149 @@
+"""Evaluation protocols: a global time split and leave-last-one-out.
+
+Both predict a user's *later* interactions from earlier ones. Training rows are sorted by
+user, then time, then source order, so a user's history is a contiguous, chronological slice.
+
+- ``time_split``: train = interactions before the cutoff; test = those at or after it, of
+  users with training interactions. The default cutoff is the data set's own
+  (2003-01-01 for movielens-1m, the seed's), else the time that leaves the last 10% of the
+  interactions (by time) as test interactions.
+- ``leave_last_one_out``: each user's latest interaction (ties by source order) is the test
+  item; the rest is training.
+
+Usage::
+
+    split = make_split(dataset, SplitConfig(protocol="leave_last_one_out"))
+    split.train, split.test          # DataFrames with `user` / `item` index columns
+    split.histories(split.test_users, 50)   # last 50 training items (+1, 0 = padding)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import math
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, TIME_SPLIT, SplitConfig
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.errors import ConfigError
+
+TEST_SHARE = 0.1  # the default time split keeps the last 10% of interactions for testing
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Train/test interactions of one protocol; every test user has a training interaction."""
+
+    protocol: str
+    train: pd.DataFrame  # sorted by (user, timestamp, source order)
+    test: pd.DataFrame   # source order
+    num_users: int
+    num_items: int
+    cutoff: int | None = None
+
+    @functools.cached_property
+    def test_users(self) -> np.ndarray:
+        return np.unique(self.test.user.to_numpy())
+
+    @functools.cached_property
+    def user_offsets(self) -> np.ndarray:
+        """`train` rows of user u are `user_offsets[u]:user_offsets[u + 1]`."""
+        counts = np.bincount(self.train.user.to_numpy(), minlength=self.num_users)
+        return np.concatenate([[0], np.cumsum(counts)])
+
+    @functools.cached_property
+    def seen(self) -> sp.csr_matrix:
+        """Binary users x items matrix of training interactions."""
+        return self.seen_rows(np.arange(len(self.train)))
+
+    def seen_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Binary users x items matrix of the training interactions at positions `rows`."""
+        users = self.train.user.to_numpy()[rows]
+        items = self.train.item.to_numpy()[rows]
+        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)),
+                               shape=(self.num_users, self.num_items))
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix
+
+    @functools.cached_property
+    def item_counts(self) -> np.ndarray:
+        return np.bincount(self.train.item.to_numpy(), minlength=self.num_items)
+
+    @property
+    def candidates(self) -> np.ndarray:
+        """Items that can be recommended: those with at least one training interaction."""
+        return self.item_counts > 0
+
+    def histories(self, users: np.ndarray, length: int) -> np.ndarray:
+        """The last `length` training items of each user, as item index + 1, right-aligned."""
+        ends = self.user_offsets[np.asarray(users) + 1]
+        return history_window(self.train.item.to_numpy(), self.user_offsets[users], ends,
+                              length)
+
+
+def history_window(items: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   length: int) -> np.ndarray:
+    """`items[max(start, end - length):end] + 1` per row, right-aligned in a zero-padded array."""
+    positions = np.asarray(ends)[:, None] - length + np.arange(length)[None, :]
+    valid = positions >= np.asarray(starts)[:, None]
+    window = np.where(valid, items[np.clip(positions, 0, max(len(items) - 1, 0))] + 1, 0)
+    return window.astype(np.int64)
+
+
+def _date(seconds: int) -> str:
+    return datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M:%S UTC")
+
+
+def default_cutoff(dataset: Dataset) -> int:
+    """The data set's own cutoff, else the first time of the last `TEST_SHARE` of interactions."""
+    if dataset.default_cutoff is not None:
+        return dataset.default_cutoff
+    stamps = np.sort(dataset.interactions.timestamp.to_numpy())
+    return int(stamps[min(len(stamps) - 1, math.floor(len(stamps) * (1 - TEST_SHARE)))])
+
+
+def resolve(dataset: Dataset, config: SplitConfig) -> SplitConfig:
+    """`config` with the time split's cutoff filled in (None for leave-last-one-out)."""
+    if config.protocol != TIME_SPLIT:
+        return dataclasses.replace(config, cutoff=None)
+    cutoff = default_cutoff(dataset) if config.cutoff is None else config.cutoff
+    return dataclasses.replace(config, cutoff=int(cutoff))
+
+
+def make_split(dataset: Dataset, config: SplitConfig) -> Split:
+    """Split the interactions by `config.protocol`; test interactions of users with no training
+    interaction are dropped. ConfigError("cutoff" / "protocol") when a side comes out empty."""
+    config.validate()
+    config = resolve(dataset, config)
+    interactions = dataset.interactions
+    user, stamp = interactions.user.to_numpy(), interactions.timestamp.to_numpy()
+    order = np.lexsort((np.arange(len(interactions)), stamp, user))  # user, time, source order
+    if config.protocol == TIME_SPLIT:
+        is_test = stamp >= config.cutoff
+        if is_test.all():
+            raise ConfigError("cutoff", f"{config.cutoff} ({_date(config.cutoff)}) leaves no "
+                                        f"training interaction: the earliest is at "
+                                        f"{_date(stamp.min())}")
+    else:
+        is_test = np.zeros(len(interactions), bool)
+        last = np.r_[user[order][1:] != user[order][:-1], True]
+        is_test[order[last]] = True
+    train = interactions.iloc[order[~is_test[order]]].reset_index(drop=True)
+    test = interactions[is_test]
+    test = test[np.isin(test.user.to_numpy(), train.user.to_numpy())].reset_index(drop=True)
+    if test.empty:
+        if config.protocol == TIME_SPLIT:
+            raise ConfigError("cutoff", f"{config.cutoff} ({_date(config.cutoff)}) leaves no "
+                                        f"test interaction of a user with training ones (the "
+                                        f"latest interaction is at {_date(stamp.max())})")
+        raise ConfigError("protocol", f"{config.protocol}: no user has two interactions, so "
+                                      f"none has both a training and a test interaction")
+    return Split(protocol=config.protocol, train=train, test=test, num_users=dataset.num_users,
+                 num_items=dataset.num_items, cutoff=config.cutoff)

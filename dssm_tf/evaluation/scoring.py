@@ -1,0 +1,53 @@
+"""Glue between models, protocols and metrics: score users, take the top K, measure.
+
+Every model and baseline is measured through `evaluate_scorer` (dense scores) or
+`evaluate_lists` (ready top-K lists), so all numbers come from one implementation.
+
+Usage::
+
+    evaluate_scorer(split, popularity_scorer(split), k=50, exclude_seen=True)
+    # {"protocol": ..., "recall@50": ..., "recall@50_user_mean": ..., "hit@50": ..., ...}
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from dssm_tf.data.splits import Split
+from dssm_tf.evaluation import metrics
+
+Scorer = Callable[[np.ndarray], np.ndarray]  # user indices -> [n, num_items] scores
+
+
+def top_k_for_users(split: Split, scorer: Scorer, users: np.ndarray, k: int,
+                    exclude_seen: bool, batch_size: int = 1024) -> np.ndarray:
+    """Top-`k` item indices for `users` among the split's candidates, in batches."""
+    blocks = []
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        blocks.append(metrics.top_k_from_scores(
+            scorer(batch), k, exclude=split.seen[batch] if exclude_seen else None,
+            candidates=split.candidates))
+    return np.concatenate(blocks) if blocks else np.zeros((0, k), np.int64)
+
+
+def evaluate_lists(split: Split, top_k: np.ndarray, k: int, exclude_seen: bool) -> dict:
+    """Contract metrics for lists `top_k` whose rows are `split.test_users`."""
+    result = {"protocol": split.protocol, "k": k, "exclude_seen": exclude_seen}
+    result.update(metrics.evaluate_top_k(top_k, split.test_users, split.test.user.to_numpy(),
+                                         split.test.item.to_numpy(), k))
+    return result
+
+
+def test_ranks(split: Split, top_k: np.ndarray) -> np.ndarray:
+    """Rank of each test interaction in `top_k` (for recall curves)."""
+    return metrics.hit_ranks(top_k, split.test_users, split.test.user.to_numpy(),
+                             split.test.item.to_numpy())
+
+
+def evaluate_scorer(split: Split, scorer: Scorer, k: int, exclude_seen: bool) -> dict:
+    """Contract metrics of a dense scorer on the split's test users."""
+    top = top_k_for_users(split, scorer, split.test_users, k, exclude_seen)
+    return evaluate_lists(split, top, k, exclude_seen)

@@ -1,0 +1,192 @@
+"""The two Keras towers, built from the data set's schema.
+
+Both take raw inputs by name (the serving contract) and look keys and values up inside the
+model, so an exported tower serves raw keys; unknown keys and values land in an
+out-of-vocabulary row, never crash.
+
+User tower: key embedding [+ one embedding per categorical user feature, mean-pooled
+embeddings per multi-valued one, standardised numeric ones] [+ masked mean of the embeddings of
+the user's last `history_length` items] -> MLP -> (L2-normalised) embedding.
+Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
+
+Usage::
+
+    user_tower, item_tower = build_towers(TowerConfig(history_length=10), dataset)
+    user_tower({"user_id": ..., "gender": ..., "age": ..., "occupation": ..., "history": ...})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+import tf_keras as keras
+
+from dssm_tf.config import TowerConfig
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.schema import HISTORY, INT64, MULTI, MULTI_SEPARATOR, NUMERIC, Feature, Schema
+
+
+def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Mean over axis 1 of `[B, L, D]` where `mask` `[B, L]` is true; zeros for empty rows."""
+    mask = tf.cast(mask, embeddings.dtype)[:, :, None]
+    total = tf.reduce_sum(embeddings * mask, axis=1)
+    return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+
+def fit_width(history: tf.Tensor, width: int, padding=0) -> tf.Tensor:
+    """Keep the last `width` columns of a right-aligned history, left-padding with `padding`."""
+    history = history[:, -width:] if width else history[:, :0]
+    missing = width - tf.shape(history)[1]
+    return tf.pad(history, [[0, 0], [missing, 0]], constant_values=padding)
+
+
+def _lookup(dtype: str, vocabulary: list, mask_token=None) -> keras.layers.Layer:
+    """Value -> row: 0 = out of vocabulary (1 with a mask token, which takes row 0)."""
+    if dtype == INT64:
+        return keras.layers.IntegerLookup(vocabulary=list(vocabulary), mask_token=mask_token)
+    return keras.layers.StringLookup(vocabulary=list(vocabulary), mask_token=mask_token)
+
+
+def _embedding(rows: int, dim: int, config: TowerConfig, name: str) -> keras.layers.Embedding:
+    regularizer = keras.regularizers.l2(config.embedding_l2) if config.embedding_l2 else None
+    return keras.layers.Embedding(rows, dim, embeddings_initializer=config.initializer,
+                                  embeddings_regularizer=regularizer, name=name)
+
+
+class FeatureEncoder(keras.layers.Layer):
+    """One declared feature -> a `[B, feature_dim]` (or `[B, 1]` numeric) vector.
+
+    `vocabulary` is the categorical values / multi tokens, or `(mean, std)` for numeric ones.
+    """
+
+    def __init__(self, feature: Feature, vocabulary, config: TowerConfig, **kwargs):
+        super().__init__(name=f"{feature.name}_encoder", **kwargs)
+        self.feature = feature
+        if feature.kind == NUMERIC:
+            self.mean, self.std = (float(v) for v in vocabulary)
+        elif feature.kind == MULTI:
+            self.lookup = _lookup(feature.dtype, vocabulary, mask_token="")
+            self.embedding = _embedding(len(vocabulary) + 2, config.feature_dim, config,
+                                        f"{feature.name}_embedding")
+        else:
+            self.lookup = _lookup(feature.dtype, vocabulary)
+            self.embedding = _embedding(len(vocabulary) + 1, config.feature_dim, config,
+                                        f"{feature.name}_embedding")
+
+    def call(self, values: tf.Tensor) -> tf.Tensor:
+        if self.feature.kind == NUMERIC:
+            scaled = (tf.cast(values, tf.float32) - self.mean) / self.std
+            return tf.cast(scaled, self.compute_dtype)[:, None]
+        if self.feature.kind == MULTI:
+            tokens = tf.strings.split(values, MULTI_SEPARATOR).to_tensor(default_value="")
+            return masked_mean(self.embedding(self.lookup(tokens)), tf.not_equal(tokens, ""))
+        return self.embedding(self.lookup(values))
+
+
+class _Head(keras.layers.Layer):
+    """MLP over the concatenated inputs, then L2 normalisation for cosine similarity."""
+
+    def __init__(self, config: TowerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.mlp = []
+        for i, units in enumerate(config.hidden_units):
+            last = i == len(config.hidden_units) - 1
+            self.mlp.append(keras.layers.Dense(
+                units, activation=config.output_activation if last else config.activation))
+            if config.dropout and not last:
+                self.mlp.append(keras.layers.Dropout(config.dropout))
+
+    def call(self, inputs: list[tf.Tensor], training: bool = False) -> tf.Tensor:
+        x = tf.concat(inputs, axis=-1) if len(inputs) > 1 else inputs[0]
+        for layer in self.mlp:
+            x = layer(x, training=training)
+        x = tf.cast(x, tf.float32)  # the output stays float32 under mixed precision
+        if self.config.similarity == "cosine":
+            x = tf.math.l2_normalize(x, axis=-1)  # a true unit norm (the seed divided by |x|^2)
+        return x
+
+
+class _Tower(keras.Model):
+    """Base of both towers: a key embedding, the configured features, an MLP head.
+
+    `get_config` reports the architecture (the vocabularies live in the lookup layers), which
+    also keeps SavedModel export free of "non-serializable" warnings.
+    """
+
+    def __init__(self, config: TowerConfig, key: str, key_dtype: str, keys: list,
+                 features: tuple[Feature, ...], vocabularies: dict, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.key = key
+        self.key_lookup = _lookup(key_dtype, keys)
+        self.key_embedding = _embedding(len(keys) + 1, config.embedding_dim, config,
+                                        f"{key}_embedding")
+        self.encoders = [FeatureEncoder(f, vocabularies[f.name], config) for f in features]
+        self.head = _Head(config)
+
+    def parts(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
+        return ([self.key_embedding(self.key_lookup(features[self.key]))]
+                + [encoder(features[encoder.feature.name]) for encoder in self.encoders])
+
+    def get_config(self) -> dict:
+        return {"name": self.name, **dataclasses.asdict(self.config)}
+
+
+class UserTower(_Tower):
+    """Raw user inputs -> embedding. Accepts every contract input, uses those configured."""
+
+    def __init__(self, config: TowerConfig, schema: Schema, user_keys: list, item_keys: list,
+                 vocabularies: dict, **kwargs):
+        features = schema.user_features if config.user_features else ()
+        super().__init__(config, schema.user_key, schema.user_key_dtype, user_keys, features,
+                         vocabularies, **kwargs)
+        self.padding = schema.history_padding
+        if config.history_length:
+            # Row 0 = padding (the mask token), 1 = unknown item, then the vocabulary.
+            self.history_lookup = _lookup(schema.item_key_dtype, item_keys,
+                                          mask_token=self.padding)
+            self.history_embedding = _embedding(len(item_keys) + 2, config.embedding_dim,
+                                                config, "history_embedding")
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        parts = self.parts(features)
+        if self.config.history_length:
+            history = fit_width(features[HISTORY], self.config.history_length, self.padding)
+            parts.append(masked_mean(self.history_embedding(self.history_lookup(history)),
+                                     tf.not_equal(history, self.padding)))
+        return self.head(parts, training=training)
+
+
+class ItemTower(_Tower):
+    """Raw item inputs -> embedding."""
+
+    def __init__(self, config: TowerConfig, schema: Schema, item_keys: list, vocabularies: dict,
+                 **kwargs):
+        features = schema.item_features if config.item_features else ()
+        super().__init__(config, schema.item_key, schema.item_key_dtype, item_keys, features,
+                         vocabularies, **kwargs)
+
+    def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.head(self.parts(features), training=training)
+
+
+def vocabularies(dataset: Dataset, side: str) -> dict:
+    """Per declared feature of `side` ("user"/"item"): its vocabulary, or (mean, std)."""
+    schema = dataset.schema
+    features = schema.user_features if side == "user" else schema.item_features
+    return {f.name: (dataset.numeric_stats(side, f.name) if f.kind == NUMERIC
+                     else dataset.vocabulary(side, f.name)) for f in features}
+
+
+def build_towers(config: TowerConfig, dataset: Dataset) -> tuple[UserTower, ItemTower]:
+    """Both towers, with vocabularies taken from the whole data set (keys + features)."""
+    config.validate()
+    user_keys = dataset.user_keys.tolist()
+    item_keys = dataset.item_keys.tolist()
+    user_tower = UserTower(config, dataset.schema, user_keys, item_keys,
+                           vocabularies(dataset, "user"), name="user_tower")
+    item_tower = ItemTower(config, dataset.schema, item_keys, vocabularies(dataset, "item"),
+                           name="item_tower")
+    return user_tower, item_tower

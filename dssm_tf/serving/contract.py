@@ -1,0 +1,185 @@
+"""The serving contract, owned in one place (no TensorFlow): export layout, signature inputs,
+``metadata.json``, and the raw inputs a data set feeds the towers. `docs/CONTRACT.md` is the
+user-facing description; `dssm_tf.serving.export` writes what this module specifies and
+`dssm_tf.serving.loaded` reads it.
+
+Layout of an export folder: ``user_tower/`` and ``item_tower/`` (SavedModels, each with a
+``serving_default`` signature returning ``{"embedding": float32 [n, D]}``) and
+``metadata.json``. The signature inputs follow the data set's schema (`Schema.user_inputs`,
+`Schema.item_inputs`) and are recorded in ``metadata.json`` under ``signatures``; exports
+without that record (dssm_tf 0.1) serve the MovieLens-1M inputs in `LEGACY_INPUTS`.
+
+Usage::
+
+    metadata = check_export("runs/bce/export")            # layout + metadata.json, checked
+    inputs = signature_inputs(metadata, USER_TOWER)       # {"user_id": ("int64", 1), ...}
+    feed = user_inputs(dataset, split, users, history_length=10)   # numpy arrays by name
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from dssm_tf.config import PROTOCOLS, SIMILARITIES, DataConfig, RunConfig, from_dict
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.schema import HISTORY, Schema, as_dtype
+from dssm_tf.data.splits import Split
+from dssm_tf.errors import InputError
+
+USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
+TOWERS = (USER_TOWER, ITEM_TOWER)
+SIGNATURE, EMBEDDING = "serving_default", "embedding"
+LEGACY_INPUTS = {
+    USER_TOWER: {"user_id": ("int64", 1), "gender": ("string", 1), "age": ("int64", 1),
+                 "occupation": ("int64", 1), "history": ("int64", 2)},
+    ITEM_TOWER: {"movie_id": ("int64", 1), "genres": ("string", 1)},
+}
+
+
+def signatures(schema: Schema) -> dict:
+    """What ``metadata.json`` records of both signatures: inputs by name (dtype, rank) in
+    order, and the output."""
+    def spec(inputs: dict) -> dict:
+        return {"inputs": [{"name": name, "dtype": dtype, "rank": rank}
+                           for name, (dtype, rank) in inputs.items()],
+                "outputs": [{"name": EMBEDDING, "dtype": "float32", "rank": 2}]}
+    return {USER_TOWER: spec(schema.user_inputs()), ITEM_TOWER: spec(schema.item_inputs())}
+
+
+def signature_inputs(metadata: dict, tower: str) -> dict[str, tuple[str, int]]:
+    """The inputs of `tower`'s ``serving_default``, name -> (dtype, rank), as the metadata
+    records them (the legacy MovieLens-1M contract when it does not)."""
+    recorded = metadata.get("signatures")
+    if not recorded:
+        return dict(LEGACY_INPUTS[tower])
+    return {entry["name"]: (entry["dtype"], int(entry["rank"]))
+            for entry in recorded[tower]["inputs"]}
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def read_metadata(export_dir: str) -> dict:
+    """`metadata.json` of an export, checked for the fields evaluation and serving need."""
+    path = os.path.join(export_dir, METADATA)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: file not found (is --export_dir an export folder?)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({_one_line(error)})") from None
+    if not isinstance(metadata, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for field in ("similarity", "embedding_dim", "history_length"):
+        if field not in metadata:
+            raise InputError(f"{path}: missing field {field!r}")
+    if metadata["similarity"] not in SIMILARITIES:
+        raise InputError(f"{path}: similarity must be one of {', '.join(SIMILARITIES)}, "
+                         f"got {metadata['similarity']!r}")
+    for field, low in (("embedding_dim", 1), ("history_length", 0)):
+        value = metadata[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"{path}: {field} must be an integer >= {low}, got {value!r}")
+    protocol = metadata.get("protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise InputError(f"{path}: protocol must be one of {', '.join(PROTOCOLS)}, "
+                         f"got {protocol!r}")
+    cutoff = trained_cutoff(metadata)
+    if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int)):
+        raise InputError(f"{path}: cutoff must be an integer Unix time, got {cutoff!r}")
+    try:
+        for tower in TOWERS:
+            signature_inputs(metadata, tower)
+        if metadata.get("schema"):
+            Schema.from_dict(metadata["schema"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise InputError(f"{path}: malformed signatures or schema ({_one_line(error)})") \
+            from None
+    return metadata
+
+
+def trained_cutoff(metadata: dict) -> int | None:
+    """The time split cutoff the export was trained with (None for leave-last-one-out)."""
+    return metadata.get("cutoff", metadata.get("train_cutoff"))
+
+
+def check_export(export_dir: str | None) -> dict:
+    """Check an export folder's layout without TensorFlow; return its metadata."""
+    if not export_dir:
+        raise InputError("--export_dir: required (a folder holding user_tower/, item_tower/ "
+                         "and metadata.json)")
+    if not os.path.isdir(export_dir):
+        raise InputError(f"{export_dir}: export folder not found (--export_dir)")
+    metadata = read_metadata(export_dir)
+    for name in TOWERS:
+        path = os.path.join(export_dir, name)
+        if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+            raise InputError(f"{path}: no SavedModel (saved_model.pb) found")
+    return metadata
+
+
+def build_metadata(run: RunConfig, dataset: Dataset, split: Split, versions: dict) -> dict:
+    """``metadata.json`` of an export of a model trained under `run` (with its data and split
+    resolved: absolute paths, the cutoff used) on `split` of `dataset`.
+
+    Besides what serving needs, it records the data source (configs, checksums), so `evaluate`
+    and `recommend` find the data again without being told where it is. ``flags`` (a flat
+    view of the configs), ``train_cutoff`` and ``checksums`` are the dssm_tf 0.1 keys, kept.
+    """
+    return {
+        "similarity": run.tower.similarity,
+        "embedding_dim": run.tower.output_dim,
+        "history_length": run.tower.history_length,
+        "protocol": split.protocol,
+        "train_cutoff": split.cutoff,
+        "schema": dataset.schema.to_dict(),
+        "signatures": signatures(dataset.schema),
+        "config": run.to_dict(),
+        "flags": run.flat(),
+        "data": {"dataset": dataset.name, "data_dir": dataset.data_dir,
+                 "checksums": dataset.checksums},
+        "checksums": dataset.checksums,
+        "versions": versions,
+    }
+
+
+def recorded_data_config(metadata: dict) -> DataConfig | None:
+    """The data source an export was trained on, if its metadata records it (else None: a
+    dssm_tf 0.1 export, trained on MovieLens-1M)."""
+    recorded = (metadata.get("config") or {}).get("data")
+    return from_dict(DataConfig, recorded) if isinstance(recorded, dict) else None
+
+
+def item_inputs(dataset: Dataset, items: np.ndarray) -> dict[str, np.ndarray]:
+    """Item-tower inputs (raw key and features) of item indices `items`."""
+    schema = dataset.schema
+    rows = dataset.items.iloc[np.asarray(items, np.int64)]
+    inputs = {schema.item_key: as_dtype(rows[schema.item_key], schema.item_key_dtype)}
+    inputs.update({f.name: as_dtype(rows[f.name], f.dtype) for f in schema.item_features})
+    return inputs
+
+
+def user_inputs(dataset: Dataset, split: Split, users: np.ndarray,
+                history_length: int) -> dict[str, np.ndarray]:
+    """User-tower inputs of user indices `users`: raw key, features, and the `[n, L]` history of
+    their last L training item keys, oldest to newest, right-aligned, padded with the schema's
+    padding (0 or "")."""
+    schema = dataset.schema
+    users = np.asarray(users, np.int64)
+    rows = dataset.users.iloc[users]
+    inputs = {schema.user_key: as_dtype(rows[schema.user_key], schema.user_key_dtype)}
+    inputs.update({f.name: as_dtype(rows[f.name], f.dtype) for f in schema.user_features})
+    history = split.histories(users, int(history_length))  # item index + 1, 0 = padding
+    keys = as_dtype(dataset.items[schema.item_key], schema.item_key_dtype)
+    padding = np.asarray(schema.history_padding, dtype=keys.dtype)
+    raw = np.where(history > 0, keys[np.maximum(history - 1, 0)], padding)
+    inputs[HISTORY] = raw.reshape(len(users), int(history_length))
+    return inputs

@@ -1,0 +1,164 @@
+"""A loaded export: its two ``serving_default`` signatures, called with raw inputs, and top-K
+retrieval over them with faiss. Only the SavedModels are read, never the training code.
+
+History tensor: ``history`` is ``[n, L]`` with ``L = metadata["history_length"]``: the user's
+last L training item keys, oldest to newest, right-aligned, padded with 0 (integer keys) or ""
+(string keys). ``L = 0`` is allowed and then the tensor has shape ``[n, 0]`` (no columns, not a
+column of padding): a tower without a history feature still accepts it, since the signature's
+spec is ``[None, None]``.
+
+Usage::
+
+    export = load_export("runs/bce/export")
+    top = retrieve(export, dataset, split, users, k=50, exclude_seen=True)   # item indices
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from dssm_tf.config import IndexConfig
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.splits import Split
+from dssm_tf.errors import InputError
+from dssm_tf.retrieval import index as faiss_index
+from dssm_tf.serving import contract
+
+DEFAULT_BATCH_SIZE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class Export:
+    """A loaded export: the two serving signatures and `metadata.json`."""
+
+    export_dir: str
+    user_tower: Callable[..., Any]  # serving_default of user_tower/
+    item_tower: Callable[..., Any]  # serving_default of item_tower/
+    metadata: dict
+    loaded: tuple = ()  # the tf.saved_model.load objects: keep their resources (tables) alive
+
+    @property
+    def history_length(self) -> int:
+        return int(self.metadata["history_length"])
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self.metadata["embedding_dim"])
+
+    @property
+    def similarity(self) -> str:
+        return str(self.metadata["similarity"])
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _tf():
+    """TensorFlow, imported on first use: bad flags and paths fail fast, before TF's start-up
+    (dssm_tf has set TF_USE_LEGACY_KERAS by now)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    return tf
+
+
+def _load_signature(export_dir: str, name: str, inputs: dict[str, tuple[str, int]]):
+    """(serving_default signature, loaded object) of SavedModel `export_dir/name`."""
+    tf = _tf()
+    path = os.path.join(export_dir, name)
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as error:  # noqa: BLE001  (TF raises many types for a corrupt model)
+        raise InputError(f"{path}: cannot load SavedModel ({_one_line(error)})") from None
+    signature = loaded.signatures.get(contract.SIGNATURE)
+    if signature is None:
+        raise InputError(f"{path}: SavedModel has no {contract.SIGNATURE!r} signature")
+    expected = set(inputs)
+    got = set(signature.structured_input_signature[1])
+    if got != expected:
+        raise InputError(f"{path}: {contract.SIGNATURE} inputs are {sorted(got)}, "
+                         f"metadata.json says {sorted(expected)}")
+    return signature, loaded
+
+
+def load_export(export_dir: str) -> Export:
+    """Load `user_tower/`, `item_tower/` and `metadata.json` of an export folder."""
+    metadata = contract.check_export(export_dir)
+    user_tower, user_loaded = _load_signature(
+        export_dir, contract.USER_TOWER, contract.signature_inputs(metadata, contract.USER_TOWER))
+    item_tower, item_loaded = _load_signature(
+        export_dir, contract.ITEM_TOWER, contract.signature_inputs(metadata, contract.ITEM_TOWER))
+    return Export(export_dir=export_dir, user_tower=user_tower, item_tower=item_tower,
+                  metadata=metadata, loaded=(user_loaded, item_loaded))
+
+
+def _serving(tower) -> Callable:
+    """A loaded SavedModel's serving_default, or `tower` itself if it is already callable."""
+    signatures = getattr(tower, "signatures", None)
+    if signatures is not None and contract.SIGNATURE in signatures:
+        return signatures[contract.SIGNATURE]
+    return tower
+
+
+def _embed(tower, inputs: dict[str, np.ndarray], n: int, name: str,
+           batch_size: int, dim: int | None) -> np.ndarray:
+    """Call a tower's signature over `inputs` in batches; check the [n, D] float output."""
+    tf = _tf()
+    serve = _serving(tower)
+    blocks = []
+    for start in range(0, n, batch_size):
+        batch = {key: tf.constant(value[start:start + batch_size])
+                 for key, value in inputs.items()}
+        try:
+            out = serve(**batch)
+        except (TypeError, ValueError, tf.errors.OpError) as error:
+            raise InputError(f"{name}: {contract.SIGNATURE} failed on contract inputs "
+                             f"({_one_line(error)})") from None
+        out = out[contract.EMBEDDING] if isinstance(out, dict) else out
+        blocks.append(np.asarray(out, dtype=np.float32))
+    if not blocks:
+        return np.zeros((0, dim or 0), np.float32)
+    embeddings = np.concatenate(blocks)
+    if embeddings.ndim != 2 or len(embeddings) != n:
+        raise InputError(f"{name}: expected embeddings of shape [{n}, D], "
+                         f"got {list(embeddings.shape)}")
+    if dim is not None and embeddings.shape[1] != dim:
+        raise InputError(f"{name}: embeddings have dimension {embeddings.shape[1]}, "
+                         f"metadata.json says embedding_dim={dim}")
+    if not np.all(np.isfinite(embeddings)):
+        raise InputError(f"{name}: embeddings contain NaN or infinite values")
+    return embeddings
+
+
+def embed_items(item_tower, dataset: Dataset, items: np.ndarray,
+                batch_size: int = DEFAULT_BATCH_SIZE, dim: int | None = None) -> np.ndarray:
+    """[len(items), D] float32 item embeddings of item indices `items`."""
+    return _embed(item_tower, contract.item_inputs(dataset, items), len(items),
+                  contract.ITEM_TOWER, batch_size, dim)
+
+
+def embed_users(user_tower, dataset: Dataset, split: Split, users: np.ndarray,
+                history_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
+                dim: int | None = None) -> np.ndarray:
+    """[len(users), D] float32 user embeddings of user indices `users` (histories from `split`)."""
+    return _embed(user_tower, contract.user_inputs(dataset, split, users, history_length),
+                  len(users), contract.USER_TOWER, batch_size, dim)
+
+
+def retrieve(export: Export, dataset: Dataset, split: Split, users: np.ndarray, k: int,
+             exclude_seen: bool, index: IndexConfig = IndexConfig(),
+             batch_size: int = DEFAULT_BATCH_SIZE, return_scores: bool = False):
+    """Top-`k` candidate item indices ([n, k], -1 pads) of `users`; optionally their scores."""
+    candidates = np.flatnonzero(split.candidates)
+    items = embed_items(export.item_tower, dataset, candidates, batch_size, export.embedding_dim)
+    queries = embed_users(export.user_tower, dataset, split, users, export.history_length,
+                          batch_size, export.embedding_dim)
+    searcher = faiss_index.build_index(items, index.index, **faiss_index.config_params(index))
+    exclude = split.seen[np.asarray(users, np.int64)] if exclude_seen else None
+    return faiss_index.search(searcher, queries, k, exclude=exclude, item_ids=candidates,
+                              return_scores=return_scores)

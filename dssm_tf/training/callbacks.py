@@ -1,0 +1,56 @@
+"""Keras callbacks of the training loop that Keras does not ship.
+
+Usage::
+
+    recall = ValidationRecall(pipeline.tables, rows, split.seen_rows(pipeline.fit_rows),
+                              split.candidates)
+    model.fit(..., callbacks=[recall, keras.callbacks.EarlyStopping(monitor=recall.name,
+                                                                    mode="max")])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+import tf_keras as keras
+
+from dssm_tf.data.pipeline import FeatureTables
+from dssm_tf.evaluation import metrics
+
+
+class ValidationRecall(keras.callbacks.Callback):
+    """Adds `val_recall@K` to the epoch logs: share of held-out training interactions whose
+    item is in the top K of its user (history before it), the user's fit items excluded.
+
+    Place it before `EarlyStopping` so `--early_stopping_metric=recall` can monitor it.
+    """
+
+    def __init__(self, tables: FeatureTables, rows: np.ndarray, fit_seen: sp.csr_matrix,
+                 candidates: np.ndarray, k: int = 50, batch_size: int = 2048):
+        super().__init__()
+        self.tables, self.rows, self.k, self.batch_size = tables, rows, k, batch_size
+        self.fit_seen, self.candidates = fit_seen, candidates
+        self.users = tables.train_user.numpy()[rows]
+        self.targets = tables.train_item.numpy()[rows]
+        self.name = f"val_recall@{k}"
+
+    def recall(self) -> float:
+        all_items = tf.range(len(self.candidates), dtype=tf.int64)
+        items = self.model.item_tower(self.tables.item_features(all_items)).numpy()
+        hits = 0
+        for start in range(0, len(self.rows), self.batch_size):
+            rows = tf.constant(self.rows[start:start + self.batch_size], tf.int64)
+            users = self.users[start:start + self.batch_size]
+            query = self.model.user_tower(self.tables.interaction_features(rows)["user"])
+            top = metrics.top_k_from_scores(query.numpy() @ items.T, self.k,
+                                            exclude=self.fit_seen[users],
+                                            candidates=self.candidates)
+            hits += int((top == self.targets[start:start + len(users), None]).any(1).sum())
+        return hits / len(self.rows)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = self.recall()
+        if logs is not None:
+            logs[self.name] = value
+        print(f" - {self.name}: {value:.4f}")

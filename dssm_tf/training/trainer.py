@@ -1,0 +1,119 @@
+"""Build and fit the configured two-tower model: the one training loop of every scheme.
+
+Takes configs (`dssm_tf.config`), never flags, so `train`, `speed` and `benchmark` build the
+very same model from the same `RunConfig`.
+
+Usage::
+
+    result = fit(run, dataset, split, model_dir="runs/bce")
+    result.model.user_tower, result.epochs_run, result.seconds
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import numpy as np
+import tf_keras as keras
+
+from dssm_tf.config import RunConfig, TrainingConfig
+from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.pipeline import InputPipeline
+from dssm_tf.data.splits import Split
+from dssm_tf.models.losses import make_loss
+from dssm_tf.models.towers import build_towers
+from dssm_tf.models.two_tower import TwoTowerModel
+from dssm_tf.training import resume
+from dssm_tf.training.callbacks import ValidationRecall
+
+
+@dataclasses.dataclass
+class FitResult:
+    model: TwoTowerModel
+    epochs_run: int    # counted from the start of the run, across resumes
+    seconds: float     # of this process's `fit`
+
+
+def _optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
+    kind = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
+            "sgd": keras.optimizers.SGD}[training.optimizer]
+    return kind(learning_rate=training.learning_rate)
+
+
+def build_model(run: RunConfig, dataset: Dataset, split: Split,
+                pipeline: InputPipeline) -> TwoTowerModel:
+    """The compiled two-tower model `run` describes (seeded by `run.training.seed`)."""
+    keras.utils.set_random_seed(run.training.seed)
+    # Set either way: the policy is global and must not leak into a later model.
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if run.training.mixed_precision else "float32")
+    user_tower, item_tower = build_towers(run.tower, dataset)
+    counts = split.item_counts
+    scheme = make_loss(run.loss, sampler_probabilities=pipeline.sampler.probabilities(),
+                       train_probabilities=counts / counts.sum(),
+                       batch_size=run.training.batch_size,
+                       num_negatives=run.sampler.num_negatives)
+    model = TwoTowerModel(user_tower, item_tower, scheme)
+    model.compile(optimizer=_optimizer(run.training),
+                  steps_per_execution=run.training.steps_per_execution)
+    return model
+
+
+def make_pipeline(run: RunConfig, dataset: Dataset, split: Split) -> InputPipeline:
+    """The input pipeline `run` describes."""
+    return InputPipeline(dataset, split, run.sampler, run.tower, run.training,
+                         shared_negatives=run.loss.shares_negatives)
+
+
+def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitResult:
+    """Fit the model `run` describes to early stop, resuming a killed run in `model_dir`.
+
+    `model_dir` receives TensorBoard logs (``logs/``) and, while training, the
+    `BackupAndRestore` checkpoint (``backup/``) a rerun resumes from; the caller checks that
+    the backup belongs to this run (`dssm_tf.training.resume`).
+    """
+    training = run.training
+    pipeline = make_pipeline(run, dataset, split)
+    model = build_model(run, dataset, split, pipeline)
+    backup_dir = os.path.join(model_dir, resume.BACKUP)
+    train_ds = pipeline.training(start_step=resume.backed_up_steps(backup_dir))
+    val_ds = pipeline.validation()
+    model(pipeline.first_batch())  # build, so BackupAndRestore can restore into the variables
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+                 keras.callbacks.BackupAndRestore(backup_dir)]
+    if val_ds is not None:
+        monitor, mode = "val_loss", "min"
+        if training.early_stopping_metric == "recall":
+            rng = np.random.default_rng(training.seed)
+            val_rows = pipeline.val_rows
+            picked = np.sort(rng.choice(val_rows, min(training.validation_rows, len(val_rows)),
+                                        replace=False))
+            recall = ValidationRecall(pipeline.tables, picked, split.seen_rows(pipeline.fit_rows),
+                                      split.candidates)
+            callbacks.append(recall)
+            monitor, mode = recall.name, "max"
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=training.patience, restore_best_weights=True))
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=training.epochs, steps_per_epoch=pipeline.steps_per_epoch,
+                        validation_data=val_ds, callbacks=callbacks,
+                        verbose=1 if training.verbose else 2)
+    # After a resume, `history.epoch` holds only this process's epochs; count from the start.
+    epochs_run = history.epoch[-1] + 1 if history.epoch else 0
+    return FitResult(model, epochs_run, time.perf_counter() - start)
+
+
+def versions() -> dict:
+    """Versions of the libraries a model was trained with (recorded in metadata.json)."""
+    import faiss  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow_recommenders as tfrs  # noqa: PLC0415
+
+    import dssm_tf  # noqa: PLC0415
+
+    return {"dssm_tf": dssm_tf.__version__, "tensorflow": tf.__version__,
+            "tf_keras": keras.__version__, "tensorflow_recommenders": tfrs.__version__,
+            "faiss": faiss.__version__, "numpy": np.__version__}
