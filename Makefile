@@ -27,6 +27,7 @@ test: $(STAMP)
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
 bench: $(STAMP)
+	FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 	$(PY) -m dssm_tf.speed $(ARGS)
 	$(PY) -m dssm_tf.benchmark --out=$(BENCH_OUT) $(ARGS)
 

@@ -1,37 +1,98 @@
-"""File writing that never leaves half a file, and checksums.
+"""Files: writing that never leaves half a file, the one-line report of an operating-system
+error, output checks made before any work, an exclusive lock, checksums.
 
 Usage::
 
+    check_writable_file("out/metrics.json", "output")   # ConfigError("output") if it cannot be
     write_json("runs/bce/metrics.json", {"recall@50": 0.14})
     atomic_write("plot.png", lambda tmp: figure.savefig(tmp, format="png"))
+    with exclusive_lock("runs/bce/.lock", "model_dir"):  # ConfigError naming the holder's pid
+        ...
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 from typing import Callable
 
+from dssm_tf.errors import ConfigError, InputError
+
+# What to do about an operating-system error, by errno.
+_ADVICE = {
+    errno.ENOSPC: "free some space there or write elsewhere",
+    errno.EDQUOT: "free some space there or write elsewhere",
+    errno.EACCES: "check its permissions",
+    errno.EPERM: "check its permissions",
+    errno.EROFS: "it is on a read-only file system: write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder: give a file name",
+}
+
+
+def os_error_line(error: OSError, path: str | None = None) -> str:
+    """One line naming the path, the reason and what to do: ``PATH: No space left on device
+    (free some space there or write elsewhere)``."""
+    where = path or error.filename or ""
+    reason = error.strerror or str(error).splitlines()[0]
+    advice = _ADVICE.get(error.errno)
+    return f"{where}: {reason}" + (f" ({advice})" if advice else "")
+
+
+def as_input_error(error: OSError, path: str | None = None) -> InputError:
+    return InputError(os_error_line(error, path))
+
+
+def check_writable_file(path: str, parameter: str) -> None:
+    """ConfigError(`parameter`) when `path` cannot become a file: it is a folder, or its folder
+    cannot be created or written. Checked before any work, so nothing is half done."""
+    if os.path.isdir(path):
+        raise ConfigError(parameter, f"{path} is a folder: give a file name")
+    check_writable_folder(os.path.dirname(os.path.abspath(path)), parameter)
+
+
+def check_writable_folder(path: str, parameter: str) -> None:
+    """ConfigError(`parameter`) when `path` cannot be (or become) a folder this process
+    writes into: it is a file, or a part of it is, or permissions forbid it."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(parameter, f"{path} is a file, not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(parameter, f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(parameter, f"{path}: {existing} is not writable (check its "
+                                     f"permissions)")
+
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:
     """`write(tmp_path)` into a temp file beside `path`, then rename it to `path`: readers see
     the old file or the new one, never half of one."""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a folder (give a file name)")
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
+                                   suffix=os.path.splitext(path)[1])
+        os.close(fd)
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 is for the temp file only
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as error:
+        raise as_input_error(error, path) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def write_text(path: str, text: str) -> None:
@@ -54,3 +115,34 @@ def md5(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, parameter: str):
+    """Hold an exclusive lock on file `path` (created with its folder), released on exit.
+
+    The lock is the kernel's (`flock`), so a process that dies, even by ``kill -9``, releases
+    it: a leftover lock file from a dead run never blocks the next one. A second process gets
+    ConfigError(`parameter`) naming the holder's pid, written into the file.
+    """
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise as_input_error(error, path) from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise ConfigError(parameter, f"{os.path.dirname(path)} is in use by another run "
+                                         f"(pid {holder}); wait for it to finish, or use "
+                                         f"another --{parameter}") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock

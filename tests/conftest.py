@@ -154,8 +154,13 @@ class TrainedRun:
     metrics: dict
 
     @property
-    def export_dir(self) -> str:
+    def export_root(self) -> str:
         return os.path.join(self.model_dir, "export")
+
+    @property
+    def export_dir(self) -> str:
+        """The export version the run wrote (export/<version>)."""
+        return self.metrics["export_dir"]
 
 
 @pytest.fixture(scope="session")

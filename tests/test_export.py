@@ -18,6 +18,7 @@ import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imp
 import tensorflow as tf
 
 from dssm_tf.config import TIME_SPLIT
+from dssm_tf.errors import InputError
 from dssm_tf.data.sources.movielens import ML1M_FILES
 from dssm_tf.evaluation.exports import evaluate_export
 from dssm_tf.serving import contract, export
@@ -192,37 +193,55 @@ class _FailOnCall:
         return self.real(*args, **kwargs)
 
 
-def test_export_is_atomic(ml, tmp_path, monkeypatch):
+def test_versions_are_published_whole_and_pruned(ml, tmp_path, monkeypatch):
+    """A version appears under its number complete or not at all: a failing export leaves
+    the versions as they were (and no staging folder); only the newest `keep_versions`
+    stay; the latest is the highest number."""
     user_tower, item_tower = _towers(ml, hidden_units=(4,), user_features=False,
                                      item_features=False, history_length=0)
-    parent = tmp_path / "run"
-    target = str(parent / "export")
-    export.export_towers(user_tower, item_tower, target, {"version": 1})
-    before = _snapshot(target)
-    assert {"user_tower/saved_model.pb", "item_tower/saved_model.pb", "metadata.json"} <= set(
-        before)
+    root = str(tmp_path / "export")
+    first = export.export_towers(user_tower, item_tower, root, {"version": 1})
+    assert os.path.dirname(first) == root and os.path.basename(first).isdigit()
+    assert contract.versions(root) == [int(os.path.basename(first))]
+    assert contract.resolve_export(root) == first
+    before = _snapshot(root)
+    assert {f"{os.path.basename(first)}/{name}" for name in (
+        "user_tower/saved_model.pb", "item_tower/saved_model.pb", "metadata.json")} <= set(before)
+    mode = os.stat(first).st_mode & 0o777
+    assert mode == 0o777 & ~_umask()  # not mkdtemp's 0700: a serving user can read it
 
     real_save = tf.saved_model.save
     failing = _FailOnCall(real_save, ok=1)  # user tower saved, item tower fails
     monkeypatch.setattr(tf.saved_model, "save", failing)
     with pytest.raises(RuntimeError, match="simulated"):
-        export.export_towers(user_tower, item_tower, target, {"version": 2})
+        export.export_towers(user_tower, item_tower, root, {"version": 2})
     assert failing.calls == 2
-    assert _snapshot(target) == before          # the previous export is untouched
-    assert os.listdir(parent) == ["export"]     # no temporary folder left
+    assert _snapshot(root) == before            # the previous version is untouched
+    assert os.listdir(root) == [os.path.basename(first)]   # no staging folder left
 
-    # No previous export: a failure leaves nothing at all.
+    # No previous export: a failure leaves no version.
     monkeypatch.setattr(tf.saved_model, "save", _FailOnCall(real_save, ok=1))
     with pytest.raises(RuntimeError):
-        export.export_towers(user_tower, item_tower, str(tmp_path / "fresh" / "export"), {})
+        export.export_towers(user_tower, item_tower, str(tmp_path / "fresh"), {})
     assert os.listdir(tmp_path / "fresh") == []
 
-    # A successful re-export replaces the old one whole and cleans up after itself.
     monkeypatch.setattr(tf.saved_model, "save", real_save)
-    export.export_towers(user_tower, item_tower, target, {"version": 3})
-    assert os.listdir(parent) == ["export"]
-    with open(os.path.join(target, "metadata.json")) as f:
-        assert json.load(f) == {"version": 3}
+    made = [first] + [export.export_towers(user_tower, item_tower, root, {"version": v},
+                                           keep_versions=3) for v in (3, 4, 5)]
+    numbers = [int(os.path.basename(p)) for p in made]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 4   # always a higher number
+    assert contract.versions(root) == numbers[1:]                  # the oldest pruned
+    with open(os.path.join(contract.resolve_export(root), "metadata.json")) as f:
+        assert json.load(f) == {"version": 5}
+    assert contract.resolve_export(root, numbers[1]) == made[1]
+    with pytest.raises(InputError, match=r"no complete version 7 \(--version; versions: "):
+        contract.resolve_export(root, 7)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 @pytest.mark.parametrize("data_flag", [True, False])
@@ -230,7 +249,7 @@ def test_evaluate_cli_reproduces_train_metrics(trained_run, tmp_path, data_flag)
     """With --data_dir, and without: the export's metadata says where its data is."""
     output = tmp_path / "evaluate.json"
     data_args = [f"--data_dir={trained_run.data.folder}"] if data_flag else []
-    proc = run_command("evaluate", f"--export_dir={trained_run.export_dir}", *data_args,
+    proc = run_command("evaluate", f"--export_dir={trained_run.export_root}", *data_args,
                        f"--k={TRAIN_K}", f"--output={output}", tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "warning" not in proc.stderr

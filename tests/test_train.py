@@ -110,7 +110,9 @@ def test_train_end_to_end(trained_run):
         assert os.path.isfile(os.path.join(trained_run.export_dir, name)), name
     entries = os.listdir(model_dir)
     assert {"export", "logs", "metrics.json", "config.json"} <= set(entries)
-    assert not [e for e in entries if e.startswith(".")], entries  # no temporary leftovers
+    # No temporary leftovers; the lock file stays (the kernel's lock dies with the process).
+    assert [e for e in entries if e.startswith(".")] == [".lock"], entries
+    assert os.listdir(trained_run.export_root) == [str(metrics["export_version"])]
     backup = os.path.join(model_dir, "backup")
     assert not any(files for _, _, files in os.walk(backup))  # no checkpoint left to resume
     assert any(files for _, _, files in os.walk(os.path.join(model_dir, "logs")))

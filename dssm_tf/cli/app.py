@@ -1,9 +1,11 @@
 """How every command runs: absl flags, the contract's exit codes, warnings on stderr.
 
-`run(main)` is `absl.app.run(main)` with the contract's error handling: a bad flag, bad input
-(`InputError`) or bad setting (`ConfigError`, shown as the flag it names) ends the command with
-exit status 2 and one line on stderr; library warnings (the ``dssm_tf`` logger) print as
-``warning: ...`` lines.
+`run(main)` is `absl.app.run(main)` with the contract's error handling, so no traceback reaches
+a user: a bad flag, bad input (`InputError`), a bad setting (`ConfigError`, shown as the flag it
+names) or an operating-system error (a full disk, a file it may not read; also when TensorFlow
+meets it) ends the command with exit status 2 and one line on stderr saying what and where;
+anything else is a bug, reported in one line with exit status 1 (the traceback only with
+``--verbosity``). Library warnings (the ``dssm_tf`` logger) print as ``warning: ...`` lines.
 
 Usage::
 
@@ -13,16 +15,24 @@ Usage::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
+import traceback
 from typing import Callable, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
 
+from dssm_tf import runtime
 from dssm_tf.errors import ConfigError, InputError
-from dssm_tf.io import write_json
+from dssm_tf.io import os_error_line, write_json
+
+# TensorFlow reports operating-system errors as its own types; their messages tell the cause.
+_TF_OS_ERRORS = {"No space left on device": errno.ENOSPC, "Permission denied": errno.EACCES,
+                 "Read-only file system": errno.EROFS, "Not a directory": errno.ENOTDIR,
+                 "is not a directory": errno.ENOTDIR}
 
 
 def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
@@ -34,11 +44,23 @@ def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
         sys.exit(2)
 
 
-def error_line(error: InputError) -> str:
-    """The one stderr line of an error; a ConfigError names its flag."""
+def error_line(error: BaseException) -> tuple[str, int]:
+    """(the one stderr line, the exit status) of an error that ends a command."""
     if isinstance(error, ConfigError):
-        return f"error: --{error.parameter}: {error.message}"
-    return f"error: {error}"
+        return f"error: --{error.parameter}: {error.message}", 2
+    if isinstance(error, InputError):
+        return f"error: {error}", 2
+    if isinstance(error, OSError):
+        return f"error: {os_error_line(error)}", 2
+    message = str(getattr(error, "message", error)).strip()
+    if type(error).__module__.startswith("tensorflow"):
+        for cause, number in _TF_OS_ERRORS.items():
+            if cause in message:
+                line = message.splitlines()[0]
+                return f"error: {os_error_line(OSError(number, line))}", 2
+    first = message.splitlines()[0] if message else ""
+    return (f"error: internal error, please report it: {type(error).__name__}: {first} "
+            f"(--verbosity=1 shows the traceback)"), 1
 
 
 class _WarningLines(logging.Handler):
@@ -66,11 +88,23 @@ def run(main: Callable[[list[str]], None]) -> None:
             sys.exit(2)
         try:
             main(argv)
-        except InputError as error:
-            sys.stderr.write(error_line(error) + "\n")
-            sys.exit(2)
+        except KeyboardInterrupt:
+            sys.stderr.write("error: interrupted\n")
+            sys.exit(130)
+        except Exception as error:  # noqa: BLE001  (the contract: one line, never a traceback)
+            line, status = error_line(error)
+            if status == 1 and flags.FLAGS["verbosity"].present:
+                traceback.print_exc()
+            sys.stderr.write(line + "\n")
+            sys.exit(status)
 
     app.run(guarded, flags_parser=_parse_flags_or_exit)
+
+
+def start_tensorflow() -> None:
+    """Start TensorFlow quietly (its C++ start-up lines only with --verbosity): commands call
+    this after their checks, right before they need TensorFlow."""
+    runtime.start_tensorflow(show_logs=flags.FLAGS["verbosity"].present)
 
 
 def report(result: dict, output: str | None) -> None:

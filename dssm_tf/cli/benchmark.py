@@ -58,7 +58,7 @@ from dssm_tf.errors import InputError
 from dssm_tf.evaluation import metrics, scoring
 from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
 from dssm_tf.evaluation.baselines.popularity import popularity_scorer
-from dssm_tf.io import atomic_write, write_json, write_text
+from dssm_tf.io import atomic_write, check_writable_folder, write_json, write_text
 
 FLAGS = cli.FLAGS
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(dssm_tf.__file__)))
@@ -311,6 +311,7 @@ def add_curves(runs: list[Run], dataset: Dataset, splits: dict, k: int, max_k: i
             run.curve = _cached_curve(run, k, max_k)
             if run.curve is not None:
                 continue
+        app.start_tensorflow()
         from dssm_tf.evaluation.exports import evaluate_export  # noqa: PLC0415
 
         split = splits[run.protocol]
@@ -480,6 +481,7 @@ def plot_curves(path: str, results: dict, max_k: int) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    check_writable_folder(FLAGS.out, "out")
     configs = resolve_configs(FLAGS.configs, FLAGS.configs_dir)
     protocol_names = resolve_protocols(FLAGS.protocols)
     k, max_k, out = FLAGS.k, FLAGS.max_k, os.path.abspath(FLAGS.out)

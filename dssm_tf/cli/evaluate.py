@@ -14,6 +14,7 @@ from __future__ import annotations
 from dssm_tf.cli import app
 from dssm_tf.cli import flags as cli
 from dssm_tf.evaluation.exports import evaluate_export, split_for_export
+from dssm_tf.io import check_writable_file
 from dssm_tf.retrieval.index import config_params, index_params
 from dssm_tf.serving import contract
 from dssm_tf.serving.loaded import load_export
@@ -32,12 +33,16 @@ def checked_index(split):
 def main(argv: list[str]) -> None:
     del argv
     # Everything that can be checked without TensorFlow is, first: bad input fails fast, in
-    # one line, before TensorFlow's start-up messages.
-    metadata = contract.check_export(FLAGS.export_dir)
+    # one line, and nothing is computed for an output that cannot be written.
+    if FLAGS.output:
+        check_writable_file(FLAGS.output, "output")
+    export_dir = contract.resolve_export(FLAGS.export_dir, FLAGS.version)
+    metadata = contract.check_export(export_dir)
     dataset = cli.data_for_export(metadata)
     split = split_for_export(dataset, metadata, *cli.protocol_override())
     index = checked_index(split)
-    export = load_export(FLAGS.export_dir)
+    app.start_tensorflow()
+    export = load_export(export_dir)
     result, _ = evaluate_export(export, dataset, split, FLAGS.k, FLAGS.exclude_seen, index,
                                 batch_size=FLAGS.embed_batch_size)
     app.report(result, FLAGS.output)

@@ -79,6 +79,8 @@ flags.DEFINE_integer("neighbors", 50, "itemCF: neighbours each history item cont
 # --- training (python -m dssm_tf.train) --------------------------------------------------------
 flags.DEFINE_string("model_dir", "runs/model", "Checkpoints, TensorBoard logs, export/, "
                     "metrics.json, config.json.")
+flags.DEFINE_integer("keep_versions", 3, "train: export versions kept under <model_dir>/export "
+                     "(the oldest are removed).", lower_bound=1)
 flags.DEFINE_boolean("overwrite", False, "Start afresh even if --model_dir holds a killed run "
                      "(which is resumed otherwise, when its settings match).")
 flags.DEFINE_enum("loss", "bce", list(config.LOSSES), "Loss scheme.")
@@ -153,8 +155,10 @@ flags.DEFINE_float("logq_weight", 1.0, "inbatch: weight of the logQ correction (
 
 # --- export-side evaluation and retrieval (evaluate, recommend) --------------------------------
 flags.DEFINE_string("export_dir", None,
-                    "evaluate/recommend: export folder holding user_tower/, item_tower/ and "
-                    "metadata.json.")
+                    "evaluate/recommend: an export (<model_dir>/export): its latest complete "
+                    "version is read, or --version.")
+flags.DEFINE_integer("version", None, "evaluate/recommend: the export version to read "
+                     "(default: the latest).", lower_bound=0)
 flags.DEFINE_enum("index", "flat", list(config.INDEX_KINDS),
                   "faiss index for top-K retrieval (inner product): flat = exact.")
 flags.DEFINE_integer("nlist", None, "ivf: number of inverted lists (default ~sqrt(#items)).",

@@ -13,12 +13,15 @@ from dssm_tf.cli import flags as cli
 from dssm_tf.data.splits import make_split
 from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
 from dssm_tf.evaluation.scoring import evaluate_scorer
+from dssm_tf.io import check_writable_file
 
 FLAGS = cli.FLAGS
 
 
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.output:
+        check_writable_file(FLAGS.output, "output")
     dataset = cli.load_data()
     split = make_split(dataset, cli.split_config())
     start = time.perf_counter()

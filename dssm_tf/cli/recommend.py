@@ -89,7 +89,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.user_id is None:
         raise ConfigError("user_id", "required (a user key of the data, e.g. a MovieLens "
                                      "UserID)")
-    metadata = contract.check_export(FLAGS.export_dir)  # fail fast, before TensorFlow starts
+    export_dir = contract.resolve_export(FLAGS.export_dir, FLAGS.version)
+    metadata = contract.check_export(export_dir)  # fail fast, before TensorFlow starts
     dataset = cli.data_for_export(metadata)
     try:
         user = int(dataset.user_index([dataset.parse_user_key(FLAGS.user_id)])[0])
@@ -100,7 +101,8 @@ def main(argv: list[str]) -> None:
                                      f"({dataset.name}, {dataset.data_dir})")
     split = split_for_export(dataset, metadata, *cli.protocol_override())
     index = checked_index(split)
-    export = load_export(FLAGS.export_dir)
+    app.start_tensorflow()
+    export = load_export(export_dir)
     k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
     items, scores = recommend(export, dataset, split, user, k, index)
     n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])

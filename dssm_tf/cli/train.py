@@ -4,11 +4,12 @@
                             [--model_dir=DIR] [--protocol=time_split|leave_last_one_out]
                             [--epochs=N] [--overwrite]
 
-Writes `<model_dir>/export/` (SavedModels, see docs/CONTRACT.md), `<model_dir>/metrics.json`,
-`<model_dir>/config.json` (the configs and data checksums of the run), TensorBoard logs in
-`<model_dir>/logs` and, while running, a `BackupAndRestore` checkpoint in `<model_dir>/backup`,
-so a killed run resumes where it stopped when rerun with the same settings (other settings:
-exit 2, unless `--overwrite`).
+Writes a new version `<model_dir>/export/<version>/` (SavedModels, see docs/CONTRACT.md; the
+last `--keep_versions` are kept), `<model_dir>/metrics.json`, `<model_dir>/config.json` (the
+configs and data checksums of the run), TensorBoard logs in `<model_dir>/logs` and, while
+running, a `BackupAndRestore` checkpoint in `<model_dir>/backup`, so a killed run resumes where
+it stopped when rerun with the same settings (other settings: exit 2, unless `--overwrite`).
+One run at a time per `<model_dir>`: a second one exits 2 naming the first one's pid.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from dssm_tf.cli import app
 from dssm_tf.cli import flags as cli
 from dssm_tf.config import RunConfig
 from dssm_tf.data import splits
+from dssm_tf.data.dataset import Dataset
 from dssm_tf.errors import ConfigError
 from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
 from dssm_tf.evaluation.baselines.popularity import popularity_scorer
 from dssm_tf.evaluation.scoring import evaluate_scorer
-from dssm_tf.io import write_json
+from dssm_tf.io import check_writable_folder, exclusive_lock, write_json
 from dssm_tf.training import resume
 
 FLAGS = cli.FLAGS
-METRICS = "metrics.json"
+METRICS, EXPORT, LOCK = "metrics.json", "export", ".lock"
 
 
 def check_data(run: RunConfig, split: splits.Split) -> None:
@@ -52,17 +54,26 @@ def _table(rows: list[tuple[str, dict]], k: int) -> str:
 def main(argv: list[str]) -> None:
     del argv
     run = cli.run_config()
+    model_dir = FLAGS.model_dir
+    check_writable_folder(model_dir, "model_dir")
     dataset = cli.load_data(run.data)
     split = splits.make_split(dataset, run.split)
     # What the run really used: absolute data paths, the cutoff the split took.
     run = dataclasses.replace(run, data=dataset.config, split=splits.resolve(dataset, run.split))
     check_data(run, split)
-    model_dir = FLAGS.model_dir
     record = resume.run_record(run, dataset)
-    if FLAGS.overwrite:
-        resume.clear(model_dir)
-    resume.check(model_dir, record)
-    # TensorFlow is imported only now, so bad flags and data fail fast with one clean line.
+    with exclusive_lock(os.path.join(model_dir, LOCK), "model_dir"):  # one run per model_dir
+        if FLAGS.overwrite:
+            resume.clear(model_dir)
+        resume.check(model_dir, record)
+        train(run, dataset, split, model_dir, record)
+
+
+def train(run: RunConfig, dataset: Dataset, split: splits.Split, model_dir: str,
+          record: dict) -> None:
+    """Fit, export, evaluate and report; TensorFlow starts only now, so bad flags and data
+    have failed fast with one clean line."""
+    app.start_tensorflow()
     from dssm_tf.evaluation.exports import evaluate_export  # noqa: PLC0415
     from dssm_tf.serving import contract, export  # noqa: PLC0415
     from dssm_tf.serving.loaded import load_export  # noqa: PLC0415
@@ -71,8 +82,9 @@ def main(argv: list[str]) -> None:
     resume.write(model_dir, record)
     result = trainer.fit(run, dataset, split, model_dir)
     export_dir = export.export_towers(
-        result.model.user_tower, result.model.item_tower, os.path.join(model_dir, "export"),
-        contract.build_metadata(run, dataset, split, trainer.versions()))
+        result.model.user_tower, result.model.item_tower, os.path.join(model_dir, EXPORT),
+        contract.build_metadata(run, dataset, split, trainer.versions()),
+        keep_versions=FLAGS.keep_versions)
     k = FLAGS.k
     exported = load_export(export_dir)
     metrics, _ = evaluate_export(exported, dataset, split, k, exclude_seen=True)
@@ -96,7 +108,7 @@ def main(argv: list[str]) -> None:
     output.update(run.flat())
     output.update(train_seconds=round(result.seconds, 2), epochs_run=result.epochs_run,
                   peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                  export_dir=export_dir)
+                  export_dir=export_dir, export_version=int(os.path.basename(export_dir)))
     write_json(os.path.join(model_dir, METRICS), output)
     print(f"wrote {os.path.join(model_dir, METRICS)} and {export_dir}")
 

@@ -3,15 +3,17 @@
 user-facing description; `dssm_tf.serving.export` writes what this module specifies and
 `dssm_tf.serving.loaded` reads it.
 
-Layout of an export folder: ``user_tower/`` and ``item_tower/`` (SavedModels, each with a
-``serving_default`` signature returning ``{"embedding": float32 [n, D]}``) and
-``metadata.json``. The signature inputs follow the data set's schema (`Schema.user_inputs`,
+Layout: an export root holds numbered versions (`versions`; the highest is the latest), each
+a folder of ``user_tower/`` and ``item_tower/`` (SavedModels, each with a ``serving_default``
+signature returning ``{"embedding": float32 [n, D]}``) and ``metadata.json``. A root that
+holds those three itself is an export of dssm_tf 0.1 (one version, unnumbered), still read. The signature inputs follow the data set's schema (`Schema.user_inputs`,
 `Schema.item_inputs`) and are recorded in ``metadata.json`` under ``signatures``; exports
 without that record (dssm_tf 0.1) serve the MovieLens-1M inputs in `LEGACY_INPUTS`.
 
 Usage::
 
-    metadata = check_export("runs/bce/export")            # layout + metadata.json, checked
+    version_dir = resolve_export("runs/bce/export")       # its latest complete version
+    metadata = check_export(version_dir)                  # layout + metadata.json, checked
     inputs = signature_inputs(metadata, USER_TOWER)       # {"user_id": ("int64", 1), ...}
     feed = user_inputs(dataset, split, users, history_length=10)   # numpy arrays by name
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
@@ -32,6 +35,7 @@ from dssm_tf.errors import InputError
 USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
 TOWERS = (USER_TOWER, ITEM_TOWER)
 SIGNATURE, EMBEDDING = "serving_default", "embedding"
+STAGING = ".staging-"  # + pid + "-" + random: a version being written (never read)
 LEGACY_INPUTS = {
     USER_TOWER: {"user_id": ("int64", 1), "gender": ("string", 1), "age": ("int64", 1),
                  "occupation": ("int64", 1), "history": ("int64", 2)},
@@ -111,11 +115,55 @@ def trained_cutoff(metadata: dict) -> int | None:
     return metadata.get("cutoff", metadata.get("train_cutoff"))
 
 
+def staging_prefix() -> str:
+    return f"{STAGING}{os.getpid()}-"
+
+
+def staging_pid(name: str) -> int | None:
+    """The pid of the process writing staging folder `name` (None: not a staging folder)."""
+    found = re.fullmatch(re.escape(STAGING) + r"(\d+)-.*", name)
+    return int(found.group(1)) if found else None
+
+
+def is_complete(folder: str) -> bool:
+    """Both SavedModels and the metadata are there."""
+    return (os.path.isfile(os.path.join(folder, METADATA))
+            and all(os.path.isfile(os.path.join(folder, tower, "saved_model.pb"))
+                    for tower in TOWERS))
+
+
+def versions(export_root: str) -> list[int]:
+    """The numbered versions under an export root, complete ones only, ascending."""
+    if not os.path.isdir(export_root):
+        return []
+    return sorted(int(name) for name in os.listdir(export_root)
+                  if name.isdigit() and is_complete(os.path.join(export_root, name)))
+
+
+def resolve_export(export_dir: str | None, version: int | None = None) -> str:
+    """The folder of one version of an export: `version` under the root `export_dir`, else its
+    highest complete version; a folder holding an export itself (a version folder, or a
+    dssm_tf 0.1 export) is returned as it is."""
+    if not export_dir:
+        raise InputError("--export_dir: required (an export folder: <model_dir>/export)")
+    if not os.path.isdir(export_dir):
+        raise InputError(f"{export_dir}: export folder not found (--export_dir)")
+    numbered = versions(export_dir)
+    if version is not None:
+        if version not in numbered:
+            listed = ", ".join(map(str, numbered)) or "none"
+            raise InputError(f"{export_dir}: no complete version {version} (--version; "
+                             f"versions: {listed})")
+        return os.path.join(export_dir, str(version))
+    if numbered:
+        return os.path.join(export_dir, str(numbered[-1]))
+    return export_dir  # one export, unnumbered: checked as such by `check_export`
+
+
 def check_export(export_dir: str | None) -> dict:
     """Check an export folder's layout without TensorFlow; return its metadata."""
     if not export_dir:
-        raise InputError("--export_dir: required (a folder holding user_tower/, item_tower/ "
-                         "and metadata.json)")
+        raise InputError("--export_dir: required (an export folder: <model_dir>/export)")
     if not os.path.isdir(export_dir):
         raise InputError(f"{export_dir}: export folder not found (--export_dir)")
     metadata = read_metadata(export_dir)

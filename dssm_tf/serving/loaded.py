@@ -9,7 +9,7 @@ spec is ``[None, None]``.
 
 Usage::
 
-    export = load_export("runs/bce/export")
+    export = load_export("runs/bce/export")     # the latest version
     top = retrieve(export, dataset, split, users, k=50, exclude_seen=True)   # item indices
 """
 
@@ -86,8 +86,10 @@ def _load_signature(export_dir: str, name: str, inputs: dict[str, tuple[str, int
     return signature, loaded
 
 
-def load_export(export_dir: str) -> Export:
-    """Load `user_tower/`, `item_tower/` and `metadata.json` of an export folder."""
+def load_export(export_dir: str, version: int | None = None) -> Export:
+    """Load `user_tower/`, `item_tower/` and `metadata.json` of an export: its latest complete
+    version (or `version`), or the folder itself if it holds one (`contract.resolve_export`)."""
+    export_dir = contract.resolve_export(export_dir, version)
     metadata = contract.check_export(export_dir)
     user_tower, user_loaded = _load_signature(
         export_dir, contract.USER_TOWER, contract.signature_inputs(metadata, contract.USER_TOWER))

@@ -136,7 +136,7 @@ def read_delimited(path: str, columns: dict[str, str], sep: str = "::",
         raise _encoding_error(path, error, encoding) from None
     table = Table(frame, path, first_line=1)
     for name, kind in columns.items():
-        if kind == "int" and not pd.api.types.is_integer_dtype(frame[name]):
+        if kind == "int" and not pd.api.types.is_signed_integer_dtype(frame[name]):
             text = parse(str)[name]  # the fields as written ("4.0" must not pass as 4)
             bad = np.array([not _is_int64(value) for value in text])
             Table(pd.DataFrame({name: text}), path).fail(
@@ -459,7 +459,7 @@ def require_columns(table: Table, columns, what: str = "") -> None:
 def integers(table: Table, column: str) -> np.ndarray:
     """The column as int64; InputError at the first value that is not an integer."""
     values = table.frame[column]
-    if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+    if pd.api.types.is_signed_integer_dtype(values) and not values.isna().any():
         return values.to_numpy(np.int64)
     numbers_ = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
     whole = np.isfinite(numbers_) & (numbers_ == np.round(numbers_)) & (np.abs(numbers_) < 2**53)
@@ -485,7 +485,7 @@ def timestamps(table: Table, column: str) -> np.ndarray:
     too_late = f"expected Unix seconds in column {column} (this is after the year 5000: " \
                f"milliseconds?)"
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+        if pd.api.types.is_signed_integer_dtype(values) and not values.isna().any():
             seconds = values.to_numpy(np.int64)
         else:
             seconds = np.floor(numbers(table, column))

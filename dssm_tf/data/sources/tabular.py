@@ -221,8 +221,8 @@ def _read(path: str, encoding: str, wanted: dict[str, str], text_columns) -> Tab
 
 def _is_integer(values: pd.Series) -> bool:
     """Integers without a missing value (what makes a key or categorical column int64)."""
-    return (pd.api.types.is_integer_dtype(values) and not pd.api.types.is_bool_dtype(values)
-            and not values.isna().any())
+    return (pd.api.types.is_signed_integer_dtype(values)
+            and not pd.api.types.is_bool_dtype(values) and not values.isna().any())
 
 
 def _is_text(values: pd.Series) -> bool:
