@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from dssm_tf import runtime
+from dssm_tf import progress, runtime
 from dssm_tf.errors import ConfigError, InputError
 from dssm_tf.io import os_error_line, write_json
 
@@ -83,6 +83,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         if not flags.FLAGS["verbosity"].present:  # TensorFlow's INFO lines drown the output
             absl_logging.set_verbosity(absl_logging.WARNING)
         _show_library_warnings()
+        if "verbose" in flags.FLAGS:  # --verbose=false: no progress bars either
+            progress.set_enabled(flags.FLAGS.verbose)
         if len(argv) > 1:
             sys.stderr.write(f"error: unexpected positional arguments: {' '.join(argv[1:])}\n")
             sys.exit(2)
