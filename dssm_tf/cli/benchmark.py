@@ -353,7 +353,7 @@ def run_baseline(name: str, split: Split, k: int, max_k: int, neighbors: int) ->
 
 def metric_keys(k: int) -> list[str]:
     base = [f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}"]
-    return base + [f"seed_protocol/{key}" for key in base] + [
+    return scoring.headline_keys(k) + [f"seed_protocol/{key}" for key in base] + [
         "train_seconds", "wall_seconds", "epochs_run", "peak_rss_mb", "n_test_users",
         "n_test_items"]
 
@@ -412,7 +412,8 @@ def markdown(results: dict, k: int, failures: list[dict],
              "fit, export, evaluation). *peak MB*: peak RSS of the training process "
              "(baselines: of the benchmark process so far, measured before TensorFlow is "
              "imported).", ""]
-    header = ["model", f"recall@{k}", f"recall@{k} user-mean", f"hit@{k}", f"ndcg@{k}",
+    shown = scoring.headline_keys(k)
+    header = ["model", *(key.replace("_user_mean", " user-mean") for key in shown),
               f"seed-protocol recall@{k} (published)", "train s", "wall s", "epochs",
               "peak MB", "seeds"]
     for protocol, models in results.items():
@@ -431,9 +432,7 @@ def markdown(results: dict, k: int, failures: list[dict],
             seed_cell = _fmt(m.get(f"seed_protocol/recall@{k}"), 4, n)
             if (figure := published(model, protocol, k, dataset)) is not None:
                 seed_cell += f" ({figure:.3f})"
-            cells = [model, _fmt(m.get(f"recall@{k}"), 4, n),
-                     _fmt(m.get(f"recall@{k}_user_mean"), 4, n), _fmt(m.get(f"hit@{k}"), 4, n),
-                     _fmt(m.get(f"ndcg@{k}"), 4, n), seed_cell,
+            cells = [model, *(_fmt(m.get(key), 4, n) for key in shown), seed_cell,
                      _fmt(m.get("train_seconds"), 1, n), _fmt(m.get("wall_seconds"), 1, n),
                      _fmt(m.get("epochs_run"), 1, n), _fmt(m.get("peak_rss_mb"), 0, n), str(n)]
             lines.append("| " + " | ".join(cells) + " |")

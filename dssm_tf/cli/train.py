@@ -26,7 +26,7 @@ from dssm_tf.data.dataset import Dataset
 from dssm_tf.errors import ConfigError
 from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
 from dssm_tf.evaluation.baselines.popularity import popularity_scorer
-from dssm_tf.evaluation.scoring import evaluate_scorer
+from dssm_tf.evaluation.scoring import evaluate_scorer, headline_keys
 from dssm_tf.io import check_writable_folder, exclusive_lock, write_json
 from dssm_tf.training import resume
 
@@ -44,9 +44,9 @@ def check_data(run: RunConfig, split: splits.Split) -> None:
 
 
 def _table(rows: list[tuple[str, dict]], k: int) -> str:
-    keys = [f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}"]
-    lines = [f"{'model':<34}" + "".join(f"{key:>22}" for key in keys)]
-    lines += [f"{name:<34}" + "".join(f"{result[key]:>22.4f}" for key in keys)
+    keys = headline_keys(k)
+    lines = [f"{'model':<34}" + "".join(f"{key:>20}" for key in keys)]
+    lines += [f"{name:<34}" + "".join(f"{result[key]:>20.4f}" for key in keys)
               for name, result in rows]
     return "\n".join(lines)
 

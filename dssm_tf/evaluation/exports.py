@@ -22,7 +22,7 @@ import numpy as np
 from dssm_tf.config import TIME_SPLIT, IndexConfig, SplitConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.splits import Split, make_split
-from dssm_tf.evaluation.scoring import evaluate_lists
+from dssm_tf.evaluation.scoring import cutoffs, evaluate_lists
 from dssm_tf.serving import contract
 from dssm_tf.serving.loaded import DEFAULT_BATCH_SIZE, Export, load_export, retrieve
 
@@ -35,12 +35,12 @@ def evaluate_export(export_dir: str | Export, dataset: Dataset, split: Split, k:
                     batch_size: int = DEFAULT_BATCH_SIZE) -> tuple[dict, np.ndarray]:
     """Contract metrics at `k` of an export on `split`, and the top lists behind them.
 
-    The lists have `max(k, max_k)` columns (longer lists serve recall curves) and one row per
-    `split.test_users`. `export_dir` may also be an already loaded `Export`.
+    The lists have `max(k, 50, max_k)` columns (longer lists serve recall curves; metrics are
+    also reported at K = 10 and 50) and one row per `split.test_users`. `export_dir` may also be an already loaded `Export`.
     """
     export = export_dir if isinstance(export_dir, Export) else load_export(export_dir)
     start = time.perf_counter()
-    depth = max(k, max_k or k)
+    depth = max(max(cutoffs(k)), max_k or k)
     top = retrieve(export, dataset, split, split.test_users, depth, exclude_seen, index,
                    batch_size)
     result = evaluate_lists(split, top, k, exclude_seen)
