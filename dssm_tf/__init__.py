@@ -9,7 +9,7 @@ import logging
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # C++ errors too: ours are exceptions
 
 # TensorFlow logs its INFO chatter (SavedModel assets, tracing) through Python logging.
 logging.getLogger("tensorflow").setLevel(logging.WARNING)

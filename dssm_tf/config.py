@@ -42,6 +42,10 @@ OPTIMIZERS = ("adam", "adagrad", "sgd")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "elu", "selu", "swish", "tanh", "linear")
 INITIALIZERS = ("uniform", "glorot_uniform", "truncated_normal", "he_normal")
 EARLY_STOPPING_METRICS = ("loss", "recall")
+ENCODERS = ("mean", "attention")
+EXAMPLES = ("interactions", "sequences")
+CROPS = ("random", "latest")
+VALIDATIONS = ("random", "temporal", "last")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -175,6 +179,10 @@ class TowerConfig:
     user_features: bool = False   # use the schema's user features (the signature has them anyway)
     item_features: bool = False
     history_length: int = 0
+    user_encoder: str = "mean"    # how the history is encoded (`dssm_tf.models.encoders`)
+    attention_blocks: int = 2
+    attention_heads: int = 1
+    encoder_dropout: float = 0.2
 
     @property
     def output_dim(self) -> int:
@@ -191,8 +199,16 @@ class TowerConfig:
         _choice("output_activation", self.output_activation, ACTIVATIONS)
         _choice("similarity", self.similarity, SIMILARITIES)
         _choice("initializer", self.initializer, INITIALIZERS)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("dropout", f"expected 0 <= dropout < 1, got {self.dropout}")
+        _choice("user_encoder", self.user_encoder, ENCODERS)
+        _at_least("attention_blocks", self.attention_blocks, 1)
+        _at_least("attention_heads", self.attention_heads, 1)
+        for field in ("dropout", "encoder_dropout"):
+            if not 0.0 <= getattr(self, field) < 1.0:
+                raise ConfigError(field, f"expected 0 <= {field} < 1, got "
+                                         f"{getattr(self, field)}")
+        if self.user_encoder != "mean" and self.history_length < 1:
+            raise ConfigError("user_encoder", f"{self.user_encoder} encodes a history: it "
+                                              f"needs --history_length >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,9 +250,12 @@ class TrainingConfig:
     steps_per_execution: int = 64
     patience: int = 3
     early_stopping_metric: str = "loss"
+    validation: str = "random"       # which training interactions validate (see VALIDATIONS)
     validation_share: float = 0.1
     validation_rows: int = 20000
     history_gap: int = 0
+    examples: str = "interactions"   # sequences: every position of a user's sequence at once
+    sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
     verbose: bool = True
 
     def validate(self) -> None:
@@ -246,6 +265,9 @@ class TrainingConfig:
         _at_least("history_gap", self.history_gap, 0)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
+        _choice("validation", self.validation, VALIDATIONS)
+        _choice("examples", self.examples, EXAMPLES)
+        _choice("sequence_crop", self.sequence_crop, CROPS)
         if not 0.0 <= self.validation_share <= 0.9:
             raise ConfigError("validation_share", f"expected 0..0.9, got "
                                                   f"{self.validation_share}")
@@ -276,8 +298,15 @@ class RunConfig:
         if self.loss.loss != "inbatch" and self.sampler.num_negatives < 1:
             raise ConfigError("num_negatives", f"--loss={self.loss.loss} needs at least 1")
         if (self.training.early_stopping_metric == "recall"
-                and self.training.validation_share <= 0):
+                and self.training.validation_share <= 0
+                and self.training.validation != "last"):
             raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
+        if self.training.examples == "sequences":
+            if self.loss.loss != "inbatch":
+                raise ConfigError("examples", "sequences train with --loss=inbatch (a softmax "
+                                              "over the batch's items and shared negatives)")
+            if self.tower.history_length < 1:
+                raise ConfigError("examples", "sequences need --history_length >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -284,8 +284,12 @@ STRING_ROUND_TRIP = textwrap.dedent("""
     def call(signature, spec):
         return signature(**{i["name"]: tf.constant(inputs[i["name"]], dtypes[i["dtype"]])
                             for i in spec["inputs"]})["embedding"].numpy()
+    retrieval = tf.saved_model.load(export_dir + "/retrieval").signatures["serving_default"]
+    top = retrieval(**{i["name"]: tf.constant(inputs[i["name"]], dtypes[i["dtype"]])
+                       for i in signatures["retrieval"]["inputs"] if i["rank"] > 0},
+                    k=tf.constant(2), exclude_history=tf.constant(True))
     np.savez(sys.argv[3], user=call(user, signatures["user_tower"]),
-             item=call(item, signatures["item_tower"]))
+             item=call(item, signatures["item_tower"]), top=top["item_keys"].numpy())
     assert not [m for m in sys.modules if m.split(".")[0] == "dssm_tf"], "dssm_tf imported"
 """)
 
@@ -298,7 +302,8 @@ def test_string_keyed_schema_exports_serve_without_dssm_tf(tmp_path):
     metadata = {"similarity": "cosine", "embedding_dim": 6, "history_length": 3,
                 "signatures": contract.signatures(shop.schema)}
     export_dir = export.export_towers(user_tower, item_tower, str(tmp_path / "export"),
-                                      metadata)
+                                      metadata, candidates=contract.item_inputs(
+                                          shop, np.arange(shop.num_items)))
     assert [(i["name"], i["dtype"], i["rank"]) for i in
             metadata["signatures"]["user_tower"]["inputs"]] == [
         ("customer", "string", 1), ("segment", "string", 1), ("spend", "float32", 1),
@@ -316,9 +321,100 @@ def test_string_keyed_schema_exports_serve_without_dssm_tf(tmp_path):
                            str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    loaded = np.load(tmp_path / "out.npz")
+    loaded = np.load(tmp_path / "out.npz", allow_pickle=True)
     user = {k: tf.constant(inputs[k]) for k in ("customer", "segment", "spend", "history")}
     item = {k: tf.constant(inputs[k]) for k in ("sku", "tags")}
     np.testing.assert_allclose(loaded["user"], user_tower(user).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loaded["item"], item_tower(item).numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(loaded["user"], axis=1), 1.0, rtol=1e-5)
+    # The one-piece model answers with string keys, never an item of the history.
+    items = item_tower({"sku": tf.constant(shop.items.sku.to_numpy(str)),
+                        "tags": tf.constant(shop.items.tags.to_numpy(str))}).numpy()
+    scores = loaded["user"] @ items.T
+    history = inputs["history"]
+    for row, keys in enumerate(loaded["top"]):
+        allowed = [j for j in np.argsort(-scores[row], kind="stable")
+                   if shop.items.sku[j] not in set(history[row])]
+        assert [k.decode() for k in keys] == shop.items.sku.to_numpy()[allowed[:2]].tolist()
+
+
+RETRIEVE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    inputs = dict(np.load(sys.argv[2], allow_pickle=True))
+    model = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+    out = {}
+    for k in (3, 12):
+        for exclude in (True, False):
+            got = model(**{name: tf.constant(value) for name, value in inputs.items()},
+                        k=tf.constant(k), exclude_history=tf.constant(exclude))
+            out[f"keys_{k}_{exclude}"] = got["item_keys"].numpy()
+            out[f"scores_{k}_{exclude}"] = got["scores"].numpy()
+    np.savez(sys.argv[3], **out)
+    assert not [m for m in sys.modules if m.split(".")[0] == "dssm_tf"], "dssm_tf imported"
+""")
+
+
+def test_one_piece_retrieval_model_equals_exact_search_over_the_towers(trained_run, tmp_path):
+    """`export/<v>/retrieval`: raw user inputs + k in (k changes per call), top-k keys and
+    scores out, the history excluded on request; loads without dssm_tf; the same lists as an
+    exact faiss search over the two towers with seen items excluded."""
+    from dssm_tf.serving.loaded import load_export, retrieve
+
+    ml = load_ml(trained_run.data.folder)
+    split = make_split(ml, TIME_SPLIT)
+    users = split.test_users[:25]
+    seen = int(np.diff(split.user_offsets)[users].max())
+    inputs = contract.user_inputs(ml, split, users, seen)  # whole histories (all excluded)
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    path = os.path.join(trained_run.export_dir, "retrieval")
+    proc = subprocess.run([sys.executable, "-c", RETRIEVE, path, str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "out.npz")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    export = load_export(trained_run.export_root)
+    for exclude in (True, False):
+        top, scores = retrieve(export, ml, split, users, 12, exclude_seen=exclude,
+                               return_scores=True)
+        keys = ml.item_keys[top]
+        for k in (3, 12):
+            assert got[f"keys_{k}_{exclude}"].shape == (len(users), k)
+            np.testing.assert_allclose(got[f"scores_{k}_{exclude}"], scores[:, :k], rtol=1e-5,
+                                       atol=1e-5)
+            np.testing.assert_array_equal(got[f"keys_{k}_{exclude}"], keys[:, :k])
+    # Seen items are left out only when asked.
+    with_seen = got["keys_12_False"]
+    history = inputs["history"]
+    assert any(set(row) & set(h[h > 0]) for row, h in zip(with_seen, history))
+    assert not any(set(row) & set(h[h > 0]) for row, h in zip(got["keys_12_True"], history))
+    # saved_model_cli shows the signature, k and exclude_history among its inputs.
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli, "show", "--dir", path, "--all"], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "exclude_history" in shown.stdout and "item_keys" in shown.stdout
+
+
+def test_recommend_uses_the_one_piece_model(trained_run, tmp_path):
+    """The command reads export/<v>/retrieval and prints what the towers + faiss give."""
+    from dssm_tf.cli import recommend as command
+    from dssm_tf.serving.loaded import load_export, load_retrieval
+
+    ml = load_ml(trained_run.data.folder)
+    split = make_split(ml, TIME_SPLIT)
+    user = int(split.test_users[3])
+    one_piece, _ = load_retrieval(trained_run.export_dir)
+    items, scores = command.recommend_in_one_piece(one_piece, ml, split, user, 7)
+    want, want_scores = command.recommend(load_export(trained_run.export_root), ml, split,
+                                          user, 7)
+    np.testing.assert_array_equal(items, want)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+    proc = run_command("recommend", f"--export_dir={trained_run.export_root}",
+                       f"--user_id={ml.user_keys[user]}", "--k=7", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    printed = [int(line.split()[2]) for line in proc.stdout.strip().splitlines()[2:]]
+    assert printed == ml.item_keys[want].tolist()

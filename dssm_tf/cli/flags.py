@@ -94,8 +94,19 @@ flags.DEFINE_float("frequent_share", 0.3, "frequency sampler: share of negatives
 flags.DEFINE_integer("frequent_min_count", 5, "frequency sampler: training interactions that "
                      "make an item frequent.", lower_bound=1)
 flags.DEFINE_float("frequency_power", 0.75, "frequency sampler: weight = count**power.")
+flags.DEFINE_enum("validation", "random", list(config.VALIDATIONS), "The training interactions "
+                  "held out for early stopping: a random --validation_share of them; the last "
+                  "--validation_share of the training period (temporal: sees a time split's "
+                  "shift); or each user's last one (last: as leave_last_one_out tests).")
 flags.DEFINE_float("validation_share", 0.1, "Share of training interactions held out for early "
-                   "stopping.", lower_bound=0.0, upper_bound=0.9)
+                   "stopping (random, temporal).", lower_bound=0.0, upper_bound=0.9)
+flags.DEFINE_enum("examples", "interactions", list(config.EXAMPLES), "Training examples: one "
+                  "per interaction (history = the items before it), or one per user window "
+                  "(sequences: every position trains at once; needs a history and "
+                  "--loss=inbatch).")
+flags.DEFINE_enum("sequence_crop", "random", list(config.CROPS), "sequences: a user with more "
+                  "than history_length + 1 items gets a random window each epoch, or always "
+                  "the latest.")
 flags.DEFINE_integer("validation_rows", 20000, "At most this many held-out interactions are "
                      "scored for val_recall.", lower_bound=1)
 flags.DEFINE_enum("early_stopping_metric", "loss", list(config.EARLY_STOPPING_METRICS),
@@ -137,8 +148,14 @@ flags.DEFINE_boolean("user_features", False, "Add the data set's user features (
                      "gender, age, occupation) to the user tower.")
 flags.DEFINE_boolean("item_features", False, "Add the data set's item features (movielens: "
                      "genres) to the item tower.")
-flags.DEFINE_integer("history_length", 0, "Pool the user's last L items (0 = no history).",
+flags.DEFINE_integer("history_length", 0, "Encode the user's last L items (0 = no history).",
                      lower_bound=0)
+flags.DEFINE_enum("user_encoder", "mean", list(config.ENCODERS), "How the history is encoded: "
+                  "the mean of its item embeddings, or SASRec-style causal self-attention.")
+flags.DEFINE_integer("attention_blocks", 2, "attention: self-attention blocks.", lower_bound=1)
+flags.DEFINE_integer("attention_heads", 1, "attention: heads per block.", lower_bound=1)
+flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",
+                   lower_bound=0.0, upper_bound=0.95)
 
 # --- loss parameters ---------------------------------------------------------------------------
 flags.DEFINE_float("temperature", 1.0, "bce/inbatch: logits = score / temperature.",

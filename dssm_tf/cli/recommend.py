@@ -1,6 +1,8 @@
 """Top-K items for one user from an exported two-tower model, seen items excluded.
 
-Only the SavedModels are read (as `evaluate` does). The user's history and seen items come
+Only the SavedModels are read (as `evaluate` does): the export's one-piece retrieval model
+(`export/<version>/retrieval`), or for exports without one (or with `--index=ivf|hnsw`) the
+two towers and a faiss index. The user's history and seen items come
 from the training part of the split the export was trained under (`metadata.json`'s protocol
 and cutoff; `--protocol`/`--cutoff` override); the data is the one `metadata.json` records.
 Candidates are the items with at least one training interaction, as in evaluation.
@@ -31,7 +33,7 @@ from dssm_tf.data.splits import Split
 from dssm_tf.errors import ConfigError
 from dssm_tf.evaluation.exports import split_for_export
 from dssm_tf.serving import contract
-from dssm_tf.serving.loaded import Export, load_export, retrieve
+from dssm_tf.serving.loaded import Export, load_export, load_retrieval, retrieve
 
 FLAGS = cli.FLAGS
 DEFAULT_K = 10  # --k is shared with evaluate (default 50); recommend lists 10 unless told
@@ -40,11 +42,27 @@ _TEXT_WIDTH = 50
 
 def recommend(export: Export, dataset: Dataset, split: Split, user: int, k: int,
               index: IndexConfig = IndexConfig()):
-    """(item indices, scores) of the `k` best unseen candidates for user index `user`."""
+    """(item indices, scores) of the `k` best unseen candidates for user index `user`, from
+    the two towers and a faiss index."""
     top, scores = retrieve(export, dataset, split, np.array([user]), k, exclude_seen=True,
                            index=index, return_scores=True)
     keep = top[0] >= 0
     return top[0][keep], scores[0][keep]
+
+
+def recommend_in_one_piece(retrieval, dataset: Dataset, split: Split, user: int, k: int):
+    """The same from the export's one-piece retrieval model: the user's whole training
+    history goes in (the tower encodes its last L items; all of them are excluded)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
+    inputs = contract.user_inputs(dataset, split, np.array([user]), seen)
+    out = retrieval(**{name: tf.constant(value) for name, value in inputs.items()},
+                    k=tf.constant(k, tf.int32), exclude_history=tf.constant(True))
+    keys = out[contract.ITEM_KEYS].numpy()[0]
+    if keys.dtype == object:  # string keys come back as bytes
+        keys = np.array([key.decode() for key in keys])
+    return dataset.item_index(keys), out[contract.SCORES].numpy()[0]
 
 
 def _clip(text: str, width: int) -> str:
@@ -102,9 +120,12 @@ def main(argv: list[str]) -> None:
     split = split_for_export(dataset, metadata, *cli.protocol_override())
     index = checked_index(split)
     app.start_tensorflow()
-    export = load_export(export_dir)
     k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
-    items, scores = recommend(export, dataset, split, user, k, index)
+    one_piece = load_retrieval(export_dir) if index.index == "flat" else None
+    if one_piece is not None:
+        items, scores = recommend_in_one_piece(one_piece[0], dataset, split, user, k)
+    else:  # an export without the one-piece model, or an approximate index asked for
+        items, scores = recommend(load_export(export_dir), dataset, split, user, k, index)
     n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
     about = describe_user(dataset, user)
     print(f"Top {len(items)} for user {FLAGS.user_id}{f' ({about})' if about else ''}: "

@@ -18,6 +18,8 @@ import dataclasses
 import os
 import resource
 
+import numpy as np
+
 from dssm_tf.cli import app
 from dssm_tf.cli import flags as cli
 from dssm_tf.config import RunConfig
@@ -84,7 +86,8 @@ def train(run: RunConfig, dataset: Dataset, split: splits.Split, model_dir: str,
     export_dir = export.export_towers(
         result.model.user_tower, result.model.item_tower, os.path.join(model_dir, EXPORT),
         contract.build_metadata(run, dataset, split, trainer.versions()),
-        keep_versions=FLAGS.keep_versions)
+        keep_versions=FLAGS.keep_versions,
+        candidates=contract.item_inputs(dataset, np.flatnonzero(split.candidates)))
     k = FLAGS.k
     exported = load_export(export_dir)
     metrics, _ = evaluate_export(exported, dataset, split, k, exclude_seen=True)

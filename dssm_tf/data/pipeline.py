@@ -179,14 +179,42 @@ def split_validation(num_rows: int, share: float, seed: int) -> tuple[np.ndarray
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
+def validation_split(split: Split, training: TrainingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, validation rows) of `split.train` as `training.validation` says:
+
+    - ``random``: a seeded random `validation_share` of the interactions (blind to time);
+    - ``temporal``: those in the last `validation_share` of the training period, by time — the
+      shift a time split tests (a year ahead) is seen by the validation too;
+    - ``last``: each user's last training interaction (users with at least two) — what
+      leave-last-one-out tests, one step earlier.
+    """
+    num_rows = len(split.train)
+    if training.validation == "random":
+        return split_validation(num_rows, training.validation_share, training.seed)
+    if training.validation == "temporal":
+        stamps = split.train.timestamp.to_numpy()
+        if training.validation_share <= 0 or num_rows == 0:
+            is_val = np.zeros(num_rows, bool)
+        else:
+            ordered = np.sort(stamps)
+            cutoff = ordered[min(num_rows - 1,
+                                 int(math.floor(num_rows * (1 - training.validation_share))))]
+            is_val = stamps >= cutoff
+    else:
+        ends = split.user_offsets[1:]
+        counts = np.diff(split.user_offsets)
+        is_val = np.zeros(num_rows, bool)
+        is_val[ends[counts >= 2] - 1] = True
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
 class InputPipeline:
     """Everything that feeds training, built once from the split and the configs: the
     fit/validation rows, the feature tables, the negative sampler and both streams."""
 
     def __init__(self, dataset: Dataset, split: Split, sampler: SamplerConfig,
                  tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = False):
-        self.fit_rows, self.val_rows = split_validation(len(split.train),
-                                                        training.validation_share, training.seed)
+        self.fit_rows, self.val_rows = validation_split(split, training)
         self.tables = FeatureTables(dataset, split, tower.history_length, training.history_gap,
                                     user_features=tower.user_features,
                                     item_features=tower.item_features)

@@ -38,6 +38,8 @@ FEATURE_KINDS = (CATEGORICAL, MULTI, NUMERIC)
 INT64, STRING, FLOAT32 = "int64", "string", "float32"
 KEY_DTYPES = (INT64, STRING)
 HISTORY = "history"
+# Inputs of the one-piece retrieval model beside the user tower's: no user input may take them.
+RETRIEVAL_INPUTS = ("k", "exclude_history")
 MULTI_SEPARATOR = "|"
 # TensorFlow's rule for the names of a signature's inputs.
 _SERVING_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\\/>-]*")
@@ -85,6 +87,10 @@ class Schema:
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise ValueError(f"{side} inputs named twice: {', '.join(duplicated)}")
+        reserved = sorted(set(RETRIEVAL_INPUTS) & set(self.user_input_names()))
+        if reserved:
+            raise ValueError(f"{reserved[0]!r} is an input of the retrieval model: a user "
+                             f"column cannot be named so")
 
     def user_input_names(self) -> list[str]:
         return [self.user_key, *(f.name for f in self.user_features), HISTORY]

@@ -216,13 +216,59 @@ class InBatchSoftmax(LossScheme):
                              compute_batch_metrics=False)
 
 
+class CandidateSoftmax(keras.layers.Layer):
+    """Softmax over a set of distinct candidate items, for training on sequences: the batch's
+    target items (every position of every window) plus the shared sampled negatives, each
+    item once — so no accidental hit is possible and the logit matrix is positions x distinct
+    items, not positions x positions.
+
+    Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P])``
+    (`labels[p]` is the row of position p's target in `candidates`). The logQ correction
+    subtracts `logq_weight` * log of the probability that an item is among the candidates:
+    ``1 - (1 - p)^P (1 - q)^N`` for an item of training frequency p and sampling probability q,
+    P target positions and N negatives a batch. Unlike log(p), it vanishes for items almost
+    every batch holds: a large batch is close to a full softmax, and is not corrected as if it
+    were a small sample.
+    """
+
+    sequence = True
+    shares_negatives = True
+
+    def __init__(self, train_probabilities: np.ndarray,
+                 negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
+                 positions: float = 1.0, num_negatives: int = 0, logq_weight: float = 1.0,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        p = np.asarray(train_probabilities, np.float64)
+        q = (np.asarray(negative_probabilities, np.float64) if num_negatives
+             else np.zeros_like(p))
+        missed = np.exp(positions * np.log1p(-np.minimum(p, 1 - 1e-12))
+                        + num_negatives * np.log1p(-np.minimum(q, 1 - 1e-12)))
+        inclusion = 1.0 - missed
+        inclusion = np.maximum(inclusion, inclusion[inclusion > 0].min())
+        self.temperature = temperature
+        self.correction = tf.constant(logq_weight * np.log(inclusion), tf.float32)
+
+    def call(self, user, candidates, candidate_items, labels):
+        logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
+        logits -= tf.gather(self.correction, candidate_items)[None, :]
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.cast(labels, tf.int32), logits=logits))
+
+
 def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
-              train_probabilities: np.ndarray, batch_size: int,
-              num_negatives: int) -> LossScheme:
+              train_probabilities: np.ndarray, batch_size: float, num_negatives: int,
+              sequences: bool = False) -> LossScheme:
     """The scheme `config.loss` names. `sampler_probabilities` (per item index) drive the
     sampling correction of `bce`/`softmax` and the extra negatives of `inbatch`;
-    `train_probabilities` are the in-batch positives' distribution."""
+    `train_probabilities` are the in-batch positives' distribution. With `sequences`, the
+    in-batch softmax is `CandidateSoftmax` and `batch_size` the target positions a batch."""
     config.validate()
+    if sequences:
+        return CandidateSoftmax(train_probabilities, sampler_probabilities,
+                                temperature=config.temperature, positions=batch_size,
+                                num_negatives=num_negatives, logq_weight=config.logq_weight)
     correction = (SamplingCorrection(sampler_probabilities)
                   if config.sampling_correction else None)
     if config.loss == "bce":

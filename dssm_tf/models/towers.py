@@ -5,8 +5,10 @@ model, so an exported tower serves raw keys; unknown keys and values land in an
 out-of-vocabulary row, never crash.
 
 User tower: key embedding [+ one embedding per categorical user feature, mean-pooled
-embeddings per multi-valued one, standardised numeric ones] [+ masked mean of the embeddings of
-the user's last `history_length` items] -> MLP -> (L2-normalised) embedding.
+embeddings per multi-valued one, standardised numeric ones] [+ the user's last
+`history_length` items, encoded by a `dssm_tf.models.encoders` encoder: their mean, or causal
+self-attention] -> MLP -> (L2-normalised) embedding. `UserTower.sequence` gives that embedding
+at every position of a history at once (training on sequences).
 Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
 
 Usage::
@@ -25,13 +27,7 @@ import tf_keras as keras
 from dssm_tf.config import TowerConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.schema import HISTORY, INT64, MULTI, MULTI_SEPARATOR, NUMERIC, Feature, Schema
-
-
-def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Mean over axis 1 of `[B, L, D]` where `mask` `[B, L]` is true; zeros for empty rows."""
-    mask = tf.cast(mask, embeddings.dtype)[:, :, None]
-    total = tf.reduce_sum(embeddings * mask, axis=1)
-    return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+from dssm_tf.models.encoders import make_encoder, masked_mean
 
 
 def fit_width(history: tf.Tensor, width: int, padding=0) -> tf.Tensor:
@@ -149,14 +145,29 @@ class UserTower(_Tower):
                                           mask_token=self.padding)
             self.history_embedding = _embedding(len(item_keys) + 2, config.embedding_dim,
                                                 config, "history_embedding")
+            self.encoder = make_encoder(config)
+
+    def _history(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """(embeddings, mask) of a right-aligned history window."""
+        return (self.history_embedding(self.history_lookup(history)),
+                tf.not_equal(history, self.padding))
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = self.parts(features)
         if self.config.history_length:
             history = fit_width(features[HISTORY], self.config.history_length, self.padding)
-            parts.append(masked_mean(self.history_embedding(self.history_lookup(history)),
-                                     tf.not_equal(history, self.padding)))
+            parts.append(self.encoder(*self._history(history), training=training))
         return self.head(parts, training=training)
+
+    def sequence(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """`[B, W, D]`: the user's embedding after each position of `features["history"]`
+        (`[B, W]`, right-aligned, W <= history_length), each position seeing only the items up
+        to it — what `call` gives for the history that ends there."""
+        history = features[HISTORY]
+        encoded = self.encoder.sequence(*self._history(history), training=training)
+        width = tf.shape(history)[1]
+        parts = [tf.repeat(part[:, None, :], width, axis=1) for part in self.parts(features)]
+        return self.head(parts + [encoded], training=training)
 
 
 class ItemTower(_Tower):

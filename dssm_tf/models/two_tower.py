@@ -36,7 +36,10 @@ class TwoTowerModel(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
     def batch_loss(self, batch: dict, training: bool = False) -> tf.Tensor:
-        """The scheme's loss on one batch of `dssm_tf.data.pipeline` features."""
+        """The scheme's loss on one batch of `dssm_tf.data.pipeline` features (or of
+        `dssm_tf.data.sequences` windows: those have a `target_mask`)."""
+        if "target_mask" in batch:
+            return self._sequence_loss(batch, training)
         user = self.user_tower(batch["user"], training=training)
         positive = self.item_tower(batch["positive"], training=training)
         negatives = negative_items = negative_mask = None
@@ -51,6 +54,24 @@ class TwoTowerModel(keras.Model):
                                        tf.concat([tf.shape(negative_items), [-1]], axis=0))
         return self.scheme(user, positive, negatives, batch["positive_item"], negative_items,
                            negative_mask)
+
+    def _sequence_loss(self, batch: dict, training: bool) -> tf.Tensor:
+        """Every target position of every window against the distinct candidate items: the
+        batch's targets and its shared negatives, each embedded once."""
+        mask = batch["target_mask"]
+        user = tf.boolean_mask(self.user_tower.sequence(batch["user"], training=training), mask)
+        items = tf.boolean_mask(batch["positive_item"], mask)
+        features = {name: tf.boolean_mask(value, mask)
+                    for name, value in batch["positive"].items()}
+        if "negatives" in batch:
+            items = tf.concat([items, batch["negative_items"]], axis=0)
+            features = {name: tf.concat([value, batch["negatives"][name]], axis=0)
+                        for name, value in features.items()}
+        distinct, row = tf.unique(items)
+        first = tf.math.unsorted_segment_min(tf.range(tf.size(items)), row, tf.size(distinct))
+        candidates = self.item_tower({name: tf.gather(value, first)
+                                      for name, value in features.items()}, training=training)
+        return self.scheme(user, candidates, distinct, row[:tf.shape(user)[0]])
 
     def call(self, batch: dict, training: bool = False) -> tf.Tensor:
         """The batch loss; calling the model once on a batch builds every variable."""

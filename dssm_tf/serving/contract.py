@@ -28,13 +28,16 @@ import numpy as np
 
 from dssm_tf.config import PROTOCOLS, SIMILARITIES, DataConfig, RunConfig, from_dict
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.schema import HISTORY, Schema, as_dtype
+from dssm_tf.data.schema import HISTORY, RETRIEVAL_INPUTS, Schema, as_dtype
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import InputError
 
 USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
 TOWERS = (USER_TOWER, ITEM_TOWER)
+RETRIEVAL = "retrieval"  # the one-piece model (`dssm_tf.serving.retrieval`); optional
 SIGNATURE, EMBEDDING = "serving_default", "embedding"
+K, EXCLUDE = RETRIEVAL_INPUTS
+ITEM_KEYS, SCORES = "item_keys", "scores"
 STAGING = ".staging-"  # + pid + "-" + random: a version being written (never read)
 LEGACY_INPUTS = {
     USER_TOWER: {"user_id": ("int64", 1), "gender": ("string", 1), "age": ("int64", 1),
@@ -43,14 +46,22 @@ LEGACY_INPUTS = {
 }
 
 
+def _specs(inputs: dict) -> list[dict]:
+    return [{"name": name, "dtype": dtype, "rank": rank} for name, (dtype, rank) in inputs.items()]
+
+
 def signatures(schema: Schema) -> dict:
-    """What ``metadata.json`` records of both signatures: inputs by name (dtype, rank) in
-    order, and the output."""
-    def spec(inputs: dict) -> dict:
-        return {"inputs": [{"name": name, "dtype": dtype, "rank": rank}
-                           for name, (dtype, rank) in inputs.items()],
-                "outputs": [{"name": EMBEDDING, "dtype": "float32", "rank": 2}]}
-    return {USER_TOWER: spec(schema.user_inputs()), ITEM_TOWER: spec(schema.item_inputs())}
+    """What ``metadata.json`` records of the signatures: inputs by name (dtype, rank) in
+    order, and the outputs. The retrieval model takes the user tower's inputs and `k`,
+    `exclude_history`, and returns the top-k `item_keys` and their `scores`."""
+    embedding = [{"name": EMBEDDING, "dtype": "float32", "rank": 2}]
+    user_inputs = schema.user_inputs()
+    retrieval = user_inputs | {K: ("int32", 0), EXCLUDE: ("bool", 0)}
+    return {USER_TOWER: {"inputs": _specs(user_inputs), "outputs": embedding},
+            ITEM_TOWER: {"inputs": _specs(schema.item_inputs()), "outputs": embedding},
+            RETRIEVAL: {"inputs": _specs(retrieval), "outputs": [
+                {"name": ITEM_KEYS, "dtype": schema.item_key_dtype, "rank": 2},
+                {"name": SCORES, "dtype": "float32", "rank": 2}]}}
 
 
 def signature_inputs(metadata: dict, tower: str) -> dict[str, tuple[str, int]]:
@@ -59,6 +70,8 @@ def signature_inputs(metadata: dict, tower: str) -> dict[str, tuple[str, int]]:
     recorded = metadata.get("signatures")
     if not recorded:
         return dict(LEGACY_INPUTS[tower])
+    if tower not in recorded:
+        raise InputError(f"metadata.json records no {tower} signature")
     return {entry["name"]: (entry["dtype"], int(entry["rank"]))
             for entry in recorded[tower]["inputs"]}
 

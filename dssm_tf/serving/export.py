@@ -30,11 +30,13 @@ import shutil
 import tempfile
 import time
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from dssm_tf.errors import ConfigError
 from dssm_tf.serving import contract
+from dssm_tf.serving.retrieval import RetrievalModule
 
 
 class _Serving(tf.Module):
@@ -93,10 +95,22 @@ def _publish(staging: str, export_root: str) -> str:
             version += 1
 
 
+def _embed(tower: keras.Model, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
+    rows = len(next(iter(inputs.values())))
+    return np.concatenate([
+        tower({name: tf.constant(value[start:start + batch]) for name, value in inputs.items()},
+              training=False).numpy() for start in range(0, rows, batch)]).astype(np.float32)
+
+
 def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_root: str,
-                  metadata: dict, keep_versions: int = 3) -> str:
+                  metadata: dict, keep_versions: int = 3,
+                  candidates: dict[str, np.ndarray] | None = None) -> str:
     """Save both towers and `metadata` as a new version under `export_root`; returns the
-    version's folder. Older versions beyond the newest `keep_versions` are removed."""
+    version's folder. Older versions beyond the newest `keep_versions` are removed.
+
+    With `candidates` (the item tower's raw inputs of the items to retrieve from), the
+    version also holds the one-piece retrieval model (`dssm_tf.serving.retrieval`).
+    """
     if keep_versions < 1:
         raise ConfigError("keep_versions", f"expected at least 1, got {keep_versions}")
     export_root = os.path.abspath(export_root)
@@ -108,6 +122,13 @@ def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_root:
                             (contract.ITEM_TOWER, item_tower)):
             module = _Serving(tower, contract.signature_inputs(metadata, name))
             tf.saved_model.save(module, os.path.join(staging, name),
+                                signatures={contract.SIGNATURE: module.serve})
+        if candidates is not None:
+            key = next(iter(contract.signature_inputs(metadata, contract.ITEM_TOWER)))
+            module = RetrievalModule(
+                user_tower, candidates[key], _embed(item_tower, candidates),
+                contract.signature_inputs(metadata, contract.USER_TOWER))
+            tf.saved_model.save(module, os.path.join(staging, contract.RETRIEVAL),
                                 signatures={contract.SIGNATURE: module.serve})
         with open(os.path.join(staging, contract.METADATA), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)  # published with the rest

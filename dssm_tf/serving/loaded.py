@@ -99,6 +99,17 @@ def load_export(export_dir: str, version: int | None = None) -> Export:
                   metadata=metadata, loaded=(user_loaded, item_loaded))
 
 
+def load_retrieval(export_dir: str):
+    """(serving_default, loaded object) of the version's one-piece retrieval model, or None
+    for exports without one (dssm_tf before it had them)."""
+    path = os.path.join(export_dir, contract.RETRIEVAL)
+    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return None
+    metadata = contract.read_metadata(export_dir)
+    return _load_signature(export_dir, contract.RETRIEVAL,
+                           contract.signature_inputs(metadata, contract.RETRIEVAL))
+
+
 def _serving(tower) -> Callable:
     """A loaded SavedModel's serving_default, or `tower` itself if it is already callable."""
     signatures = getattr(tower, "signatures", None)

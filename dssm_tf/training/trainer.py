@@ -21,6 +21,7 @@ import tf_keras as keras
 from dssm_tf.config import RunConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.pipeline import InputPipeline
+from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.data.splits import Split
 from dssm_tf.models.losses import make_loss
 from dssm_tf.models.towers import build_towers
@@ -43,7 +44,7 @@ def _optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
 
 
 def build_model(run: RunConfig, dataset: Dataset, split: Split,
-                pipeline: InputPipeline) -> TwoTowerModel:
+                pipeline: InputPipeline | SequencePipeline) -> TwoTowerModel:
     """The compiled two-tower model `run` describes (seeded by `run.training.seed`)."""
     keras.utils.set_random_seed(run.training.seed)
     # Set either way: the policy is global and must not leak into a later model.
@@ -51,20 +52,24 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
         "mixed_float16" if run.training.mixed_precision else "float32")
     user_tower, item_tower = build_towers(run.tower, dataset)
     counts = split.item_counts
+    sequences = run.training.examples == "sequences"
     scheme = make_loss(run.loss, sampler_probabilities=pipeline.sampler.probabilities(),
                        train_probabilities=counts / counts.sum(),
-                       batch_size=run.training.batch_size,
-                       num_negatives=run.sampler.num_negatives)
+                       batch_size=(pipeline.positions_per_batch if sequences
+                                   else run.training.batch_size),
+                       num_negatives=run.sampler.num_negatives, sequences=sequences)
     model = TwoTowerModel(user_tower, item_tower, scheme)
     model.compile(optimizer=_optimizer(run.training),
                   steps_per_execution=run.training.steps_per_execution)
     return model
 
 
-def make_pipeline(run: RunConfig, dataset: Dataset, split: Split) -> InputPipeline:
-    """The input pipeline `run` describes."""
-    return InputPipeline(dataset, split, run.sampler, run.tower, run.training,
-                         shared_negatives=run.loss.shares_negatives)
+def make_pipeline(run: RunConfig, dataset: Dataset,
+                  split: Split) -> InputPipeline | SequencePipeline:
+    """The input pipeline `run` describes: one example per interaction, or per user window."""
+    kind = SequencePipeline if run.training.examples == "sequences" else InputPipeline
+    return kind(dataset, split, run.sampler, run.tower, run.training,
+                shared_negatives=run.loss.shares_negatives)
 
 
 def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitResult:
