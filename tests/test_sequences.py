@@ -1,0 +1,155 @@
+"""User windows as training examples (`dssm_tf.data.sequences`) and their training step."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+import tensorflow as tf
+
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, SamplerConfig, TowerConfig, TrainingConfig
+from dssm_tf.data.pipeline import validation_split
+from dssm_tf.data.sequences import BUCKET, SequencePipeline
+from tests.conftest import load_ml, make_split, run_config
+
+L = 6
+
+
+@pytest.fixture(scope="module")
+def world(synthetic_session):
+    ml = load_ml(synthetic_session.folder)
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    return ml, split
+
+
+def _pipeline(world, crop="random", validation="last", negatives=4, batch=8, seed=0):
+    ml, split = world
+    return SequencePipeline(ml, split, SamplerConfig(num_negatives=negatives),
+                            TowerConfig(history_length=L),
+                            TrainingConfig(batch_size=batch, seed=seed, validation=validation,
+                                           sequence_crop=crop, examples="sequences"))
+
+
+def _numpy(batch):
+    return tf.nest.map_structure(lambda t: t.numpy(), batch)
+
+
+def _sequences(world, pipeline):
+    """user index -> the user's fit items (indices), in time order."""
+    ml, split = world
+    users = split.train.user.to_numpy()[pipeline.fit_rows]
+    items = split.train.item.to_numpy()[pipeline.fit_rows]
+    return {int(u): items[users == u].tolist() for u in np.unique(users)}
+
+
+def test_windows_shift_targets_by_one_and_cover_each_user_once_an_epoch(world):
+    ml, _ = world
+    pipeline = _pipeline(world)
+    sequences = _sequences(world, pipeline)
+    user_of_key = {int(k): i for i, k in enumerate(ml.user_keys)}
+    seen_users = []
+    for batch in map(_numpy, pipeline.training().take(pipeline.steps_per_epoch)):
+        history, mask = batch["user"]["history"], batch["target_mask"]
+        width = history.shape[1]
+        assert width <= L and (width % BUCKET == 0 or width == L)
+        for row, key in enumerate(batch["user"]["user_id"]):
+            user = user_of_key[int(key)]
+            seen_users.append(user)
+            real = history[row] != 0
+            inputs = ml.item_index(history[row][real])
+            targets = batch["positive_item"][row][mask[row]]
+            assert (mask[row] == real).all()            # a target wherever an input is real
+            window = list(inputs) + [targets[-1]]
+            mine = sequences[user]
+            # The window is L + 1 consecutive fit items (or all of a shorter history) ...
+            assert len(window) == min(len(mine), L + 1)
+            assert any(mine[s:s + len(window)] == window for s in range(len(mine)))
+            # ... and each target is the item after its input.
+            assert list(targets[:-1]) == list(inputs[1:])
+            np.testing.assert_array_equal(ml.item_keys[targets],
+                                          batch["positive"]["movie_id"][row][mask[row]])
+        assert batch["negatives"]["movie_id"].shape == (4,)
+    # Every user with at least two fit items, once an epoch.
+    assert sorted(seen_users) == sorted(int(u) for u in pipeline.train_users)
+
+
+def test_batches_are_grouped_by_length(world):
+    pipeline = _pipeline(world, batch=4)
+    widths = [int(b["user"]["history"].shape[1]) for b in
+              pipeline.training().take(pipeline.steps_per_epoch)]
+    lengths = np.minimum(np.diff(np.r_[0, np.cumsum(np.bincount(
+        world[1].train.user.to_numpy()[pipeline.fit_rows]))])[pipeline.train_users], L + 1)
+    # Few batches are wider than their users need: the padding is almost gone.
+    assert sum(widths) * 4 < 1.5 * np.sum(lengths - 1) + 4 * BUCKET * len(widths)
+
+
+def test_latest_windows_are_fixed_and_random_ones_move_over_epochs(world):
+    latest = _pipeline(world, crop="latest")
+    moving = _pipeline(world, crop="random")
+    steps = latest.steps_per_epoch
+
+    def windows(pipeline, epoch):
+        stream = pipeline.training(start_step=epoch * steps).take(steps)
+        return {int(k): tuple(h) for b in map(_numpy, stream)
+                for k, h in zip(b["user"]["user_id"], b["user"]["history"])}
+
+    assert windows(latest, 0) == windows(latest, 1)
+    first, second = windows(moving, 0), windows(moving, 1)
+    assert first.keys() == second.keys() and first != second
+    sequences = _sequences(world, latest)
+    ml = world[0]
+    for key, history in windows(latest, 0).items():   # the latest window ends the history
+        user = int(ml.user_index([key])[0])
+        real = [h for h in history if h]
+        assert ml.item_index(real).tolist() == sequences[user][-1 - len(real):-1]
+
+
+def test_validation_windows_end_at_each_users_validation_item(world):
+    ml, split = world
+    pipeline = _pipeline(world, validation="last")
+    _, val = validation_split(split, TrainingConfig(validation="last"))
+    np.testing.assert_array_equal(pipeline.val_rows, val)
+    targets = {}
+    for batch in map(_numpy, pipeline.validation()):
+        assert batch["target_mask"].sum(axis=1).tolist() == [1] * len(batch["target_mask"])
+        assert batch["target_mask"][:, -1].all()       # the last position, as served
+        for key, item in zip(batch["user"]["user_id"], batch["positive_item"][:, -1]):
+            targets[int(key)] = int(item)
+    users = split.train.user.to_numpy()[val]
+    items = split.train.item.to_numpy()[val]
+    assert targets == {int(ml.user_keys[u]): int(i) for u, i in zip(users, items)}
+
+
+def test_validation_splits(world):
+    _, split = world
+    fit, val = validation_split(split, TrainingConfig(validation="last"))
+    counts = np.diff(split.user_offsets)
+    assert len(val) == int((counts >= 2).sum())
+    assert set(val) == set((split.user_offsets[1:] - 1)[counts >= 2])
+    fit, val = validation_split(split, TrainingConfig(validation="temporal",
+                                                      validation_share=0.2))
+    stamps = split.train.timestamp.to_numpy()
+    assert stamps[val].min() >= stamps[fit].max()       # the last part of the period
+    assert len(val) == pytest.approx(0.2 * len(stamps), rel=0.1)
+    fit, val = validation_split(split, TrainingConfig(validation="random", seed=3))
+    assert sorted(np.r_[fit, val]) == list(range(len(stamps)))
+
+
+def test_sequence_training_learns(world, tmp_path):
+    from dssm_tf.training import trainer
+
+    ml, split = world
+    for encoder in ("attention", "mean"):
+        run = run_config(examples="sequences", user_encoder=encoder, history_length=L,
+                         loss="inbatch", negative_sampler="uniform", num_negatives=8,
+                         temperature=0.2, epochs=3, batch_size=16, embedding_dim=8,
+                         hidden_units=(8,), learning_rate=0.01, validation="last",
+                         verbose=False)
+        run.validate()
+        result = trainer.fit(run, ml, split, str(tmp_path / encoder))
+        history = result.model.history.history
+        assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
+        assert history["loss"][-1] < history["loss"][0], (encoder, history["loss"])
