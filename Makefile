@@ -18,8 +18,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Trains CONFIG on MovieLens-1M. When it is missing and cannot be downloaded, says so in one
+# line and runs the same job on a synthetic data set (python -m dssm_tf.synthetic
+# $(SYNTHETIC_FLAGS)), its figures under a SYNTHETIC DATA banner: see scripts/make_run.sh.
+SYNTHETIC_FLAGS ?= --preset=movielens-1m-size
 run: $(STAMP)
-	$(PY) -m dssm_tf.train --flagfile=$(CONFIG) --model_dir=$(MODEL_DIR) $(ARGS)
+	sh scripts/make_run.sh $(PY) $(CONFIG) $(MODEL_DIR) '$(SYNTHETIC_FLAGS)' $(ARGS)
 
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: $(STAMP)
