@@ -1,8 +1,8 @@
 """dssm_tf: two-tower (DSSM) deep candidate retrieval in TensorFlow/Keras.
 
-tensorflow-recommenders 0.7.x needs the Keras 2 API (``tf_keras``). TensorFlow reads
-``TF_USE_LEGACY_KERAS`` once, at its first import, so it is set here, before any module of
-this package can import TensorFlow.
+dssm_tf is written against the Keras 2 API (``tf_keras``), which its exports also need to
+load. TensorFlow reads ``TF_USE_LEGACY_KERAS`` once, at its first import, so it is set here,
+before any module of this package can import TensorFlow.
 """
 
 import logging

@@ -42,7 +42,7 @@ def _descriptor_2_captured():
 
 
 def start_tensorflow(show_logs: bool = False) -> None:
-    """Import TensorFlow, tf_keras and TFRS and initialise the devices, quietly (see above)."""
+    """Import TensorFlow and tf_keras and initialise the devices, quietly (see above)."""
     global _started
     if _started:
         return
@@ -50,7 +50,6 @@ def start_tensorflow(show_logs: bool = False) -> None:
     with context as captured:
         try:
             import tensorflow as tf  # noqa: PLC0415
-            import tensorflow_recommenders  # noqa: F401, PLC0415
             import tf_keras  # noqa: F401, PLC0415
 
             tf.config.list_physical_devices()

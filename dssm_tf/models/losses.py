@@ -22,16 +22,14 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import tensorflow as tf
-import tensorflow_recommenders as tfrs
 import tf_keras as keras
 
 from dssm_tf.config import LossConfig
 
 _MASKED = -1e9
+_MIN_FLOAT = np.finfo(np.float32).min / 100.0  # TFRS's "minus infinity" for accidental hits
 
 
 class LossScheme(keras.layers.Layer):
@@ -51,21 +49,6 @@ class LossScheme(keras.layers.Layer):
 
     def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
         raise NotImplementedError
-
-
-@contextlib.contextmanager
-def _float32_policy():
-    """Build Keras layers under float32 whatever the global (mixed-precision) policy.
-
-    tfrs' Retrieval takes no dtype and creates layers inside `call`; under `mixed_float16` they
-    would cast some of their inputs to float16 and not others.
-    """
-    policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(policy)
 
 
 class SamplingCorrection(keras.layers.Layer):
@@ -175,12 +158,17 @@ class SampledSoftmax(LossScheme):
 
 
 class InBatchSoftmax(LossScheme):
-    """In-batch softmax via `tfrs.tasks.Retrieval`, with logQ correction and accidental-hit
-    removal; extra sampled negatives (shared by the batch) are appended as candidates.
+    """In-batch softmax with logQ correction and accidental-hit removal; extra sampled
+    negatives (shared by the batch) are appended as candidates.
 
     The sampling probability of a candidate is the mixture actually used: batch positives follow
     the training distribution (`train_probabilities`, per item index), the extra negatives
     `negative_probabilities`. `logq_weight` scales the correction (1 = full logQ, 0 = none).
+
+    Under a `tf.distribute` strategy with several replicas, every replica's users are scored
+    against the positives of the *global* batch (gathered from all replicas), so a replica
+    sees all the in-batch negatives, not 1/N of them — `tfrs.tasks.Retrieval`, which this
+    replaces, scores per replica only. The arithmetic is Retrieval's, op for op.
     """
 
     shares_negatives = True
@@ -194,26 +182,32 @@ class InBatchSoftmax(LossScheme):
         mix = np.asarray(train_probabilities, np.float64) * (1 - share)
         if num_negatives:
             mix = mix + share * np.asarray(negative_probabilities, np.float64)
-        # Items never drawn get the smallest probability. Retrieval subtracts
-        # log(probability): `logq_weight` < 1 keeps part of the popularity signal.
+        # Items never drawn get the smallest probability. The logits lose log(probability):
+        # `logq_weight` < 1 keeps part of the popularity signal.
         mix = np.maximum(mix, mix[mix > 0].min())
         self.probability = tf.constant(mix ** logq_weight, tf.float32)
-        with _float32_policy():
-            self.task = tfrs.tasks.Retrieval(
-                loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-                temperature=temperature, remove_accidental_hits=True)
+        self.temperature = temperature
+        self.cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True)
 
     def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
-        items = positive_items
-        candidates = positive
+        items, candidates = positive_items, positive
+        first = tf.zeros([], tf.int32)          # this replica's positives start there
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            items = context.all_gather(positive_items, axis=0)
+            candidates = context.all_gather(positive, axis=0)
+            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(user)[0]
         if negatives is not None:
             items = tf.concat([items, negative_items], axis=0)
-            candidates = tf.concat([positive, negatives], axis=0)
-        probability = tf.gather(self.probability, items)
-        with _float32_policy():  # Retrieval builds its helper layers while it is called
-            return self.task(user, candidates, candidate_sampling_probability=probability,
-                             candidate_ids=items, compute_metrics=False,
-                             compute_batch_metrics=False)
+            candidates = tf.concat([candidates, negatives], axis=0)
+        scores = tf.linalg.matmul(user, candidates, transpose_b=True) / self.temperature
+        scores -= tf.math.log(tf.clip_by_value(tf.gather(self.probability, items), 1e-6, 1.0))
+        labels = tf.one_hot(first + tf.range(tf.shape(user)[0]), tf.shape(scores)[1])
+        # Accidental hits: another copy of a row's positive is not a negative for it.
+        positives = tf.gather(items, tf.math.argmax(labels, axis=1))
+        duplicate = tf.cast(tf.equal(positives[:, None], items[None, :]), labels.dtype) - labels
+        scores += duplicate * _MIN_FLOAT
+        return self.cross_entropy(y_true=labels, y_pred=scores)
 
 
 class CandidateSoftmax(keras.layers.Layer):

@@ -115,10 +115,9 @@ def versions() -> dict:
     """Versions of the libraries a model was trained with (recorded in metadata.json)."""
     import faiss  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
-    import tensorflow_recommenders as tfrs  # noqa: PLC0415
 
     import dssm_tf  # noqa: PLC0415
 
     return {"dssm_tf": dssm_tf.__version__, "tensorflow": tf.__version__,
-            "tf_keras": keras.__version__, "tensorflow_recommenders": tfrs.__version__,
+            "tf_keras": keras.__version__,
             "faiss": faiss.__version__, "numpy": np.__version__}
