@@ -46,6 +46,7 @@ ENCODERS = ("mean", "attention")
 EXAMPLES = ("interactions", "sequences")
 CROPS = ("random", "latest")
 VALIDATIONS = ("random", "temporal", "last")
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -256,6 +257,7 @@ class TrainingConfig:
     history_gap: int = 0
     examples: str = "interactions"   # sequences: every position of a user's sequence at once
     sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
+    distribution: str = "none"       # tf.distribute strategy (`dssm_tf.training.distribute`)
     verbose: bool = True
 
     def validate(self) -> None:
@@ -268,6 +270,7 @@ class TrainingConfig:
         _choice("validation", self.validation, VALIDATIONS)
         _choice("examples", self.examples, EXAMPLES)
         _choice("sequence_crop", self.sequence_crop, CROPS)
+        _choice("distribution", self.distribution, DISTRIBUTIONS)
         if not 0.0 <= self.validation_share <= 0.9:
             raise ConfigError("validation_share", f"expected 0..0.9, got "
                                                   f"{self.validation_share}")

@@ -121,6 +121,9 @@ flags.DEFINE_boolean("mixed_precision", False, "Compute in float16 (mixed_float1
 flags.DEFINE_integer("steps_per_execution", 64, "Batches per tf.function call: fewer Python "
                      "round trips per step (3x faster at batch 128 on 2 CPU cores); the updates "
                      "are the same as with 1.", lower_bound=1)
+flags.DEFINE_enum("distribution", "none", list(config.DISTRIBUTIONS), "tf.distribute: none; "
+                  "mirrored (this machine's devices); multi_worker (one process per machine, "
+                  "configured by $TF_CONFIG; the same command on every worker).")
 flags.DEFINE_boolean("verbose", True, "Show the Keras progress bar.")
 flags.DEFINE_boolean("baselines", True, "train: also evaluate popularity and itemCF on the same "
                      "split for the summary table.")

@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import shutil
+import tempfile
 
 import numpy as np
 
@@ -30,7 +32,7 @@ from dssm_tf.evaluation.baselines.itemcf import itemcf_scorer
 from dssm_tf.evaluation.baselines.popularity import popularity_scorer
 from dssm_tf.evaluation.scoring import evaluate_scorer, headline_keys
 from dssm_tf.io import check_writable_folder, exclusive_lock, write_json
-from dssm_tf.training import resume
+from dssm_tf.training import distribute, resume
 
 FLAGS = cli.FLAGS
 METRICS, EXPORT, LOCK = "metrics.json", "export", ".lock"
@@ -64,6 +66,9 @@ def main(argv: list[str]) -> None:
     run = dataclasses.replace(run, data=dataset.config, split=splits.resolve(dataset, run.split))
     check_data(run, split)
     record = resume.run_record(run, dataset)
+    if not distribute.is_chief(run.training.distribution):
+        train(run, dataset, split, model_dir, record, chief=False)  # the chief owns model_dir
+        return
     with exclusive_lock(os.path.join(model_dir, LOCK), "model_dir"):  # one run per model_dir
         if FLAGS.overwrite:
             resume.clear(model_dir)
@@ -72,22 +77,28 @@ def main(argv: list[str]) -> None:
 
 
 def train(run: RunConfig, dataset: Dataset, split: splits.Split, model_dir: str,
-          record: dict) -> None:
+          record: dict, chief: bool = True) -> None:
     """Fit, export, evaluate and report; TensorFlow starts only now, so bad flags and data
-    have failed fast with one clean line."""
+    have failed fast with one clean line. A multi-worker run's other workers train and save
+    with the chief (saving may need them), into a scratch folder, and report nothing."""
     app.start_tensorflow()
     from dssm_tf.evaluation.exports import evaluate_export  # noqa: PLC0415
     from dssm_tf.serving import contract, export  # noqa: PLC0415
     from dssm_tf.serving.loaded import load_export  # noqa: PLC0415
     from dssm_tf.training import trainer  # noqa: PLC0415
 
-    resume.write(model_dir, record)
+    if chief:
+        resume.write(model_dir, record)
     result = trainer.fit(run, dataset, split, model_dir)
+    export_root = os.path.join(model_dir, EXPORT) if chief else tempfile.mkdtemp()
     export_dir = export.export_towers(
-        result.model.user_tower, result.model.item_tower, os.path.join(model_dir, EXPORT),
+        result.model.user_tower, result.model.item_tower, export_root,
         contract.build_metadata(run, dataset, split, trainer.versions()),
         keep_versions=FLAGS.keep_versions,
         candidates=contract.item_inputs(dataset, np.flatnonzero(split.candidates)))
+    if not chief:
+        shutil.rmtree(export_root, ignore_errors=True)
+        return
     k = FLAGS.k
     exported = load_export(export_dir)
     metrics, _ = evaluate_export(exported, dataset, split, k, exclude_seen=True)

@@ -26,6 +26,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -36,6 +37,7 @@ from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.negatives import Sampler, make_sampler
 from dssm_tf.data.schema import HISTORY, as_dtype
 from dssm_tf.data.splits import Split
+from dssm_tf.errors import ConfigError
 
 
 def _columns(frame, key: str, key_dtype: str, features) -> dict[str, tf.Tensor]:
@@ -100,35 +102,95 @@ class FeatureTables:
                 "positive": self.item_features(items), "positive_item": items}
 
 
-def _shuffled_batches(rows: np.ndarray, batch_size: int, seed: int,
-                      start_step: int) -> tf.data.Dataset:
-    """Endless batches of `rows`: epoch e is one stateless permutation keyed by (seed, e), cut
-    into `ceil(len(rows) / batch_size)` slices (the last may be short), so a batch never spans
-    two epochs. One op per epoch and a slice per batch: ~30x the rate of a per-element
-    `Dataset.shuffle` buffer, which was the pipeline's bottleneck. Starts at step `start_step`."""
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Which replicas of a synchronous `tf.distribute` run an input pipeline feeds: `count`
+    replicas from `first`, of `replicas` in all. The default is the whole of a one-replica run.
+    """
+
+    replicas: int = 1
+    first: int = 0
+    count: int = 1
+
+    @classmethod
+    def of(cls, context) -> "Shard":
+        """The shard of a `tf.distribute.InputContext` (None: no distribution)."""
+        if context is None:
+            return cls()
+        per_pipeline = context.num_replicas_in_sync // context.num_input_pipelines
+        return cls(context.num_replicas_in_sync, context.input_pipeline_id * per_pipeline,
+                   per_pipeline)
+
+
+def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
+    """Global steps an epoch: every row once (the last batch short) on one replica; only whole
+    global batches on several, which all-gather equal shares."""
+    return math.ceil(rows / batch_size) if replicas == 1 else rows // batch_size
+
+
+def _chunks(order_of_epoch, rows: int, batch_size: int, shard: Shard, first_epoch,
+            epochs: int | None = None) -> tf.data.Dataset:
+    """(key, rows) elements: for each global step, this shard's replicas' shares of the global
+    batch, in replica order (what `distribute_datasets_from_function` hands out). `key` numbers
+    (step, replica) uniquely — the seed of its negatives; with one replica it is the step.
+    `order_of_epoch(e)` gives epoch e's order of the rows."""
+    steps = steps_per_epoch(rows, batch_size, shard.replicas)
+    share = batch_size // shard.replicas
+
+    def epoch_chunks(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = order_of_epoch(epoch)
+
+        def chunk(index):
+            step, replica = index // shard.count, shard.first + index % shard.count
+            start = step * batch_size + replica * share
+            key = (epoch * steps + step) * shard.replicas + replica
+            return key, order[start:start + share]
+
+        return tf.data.Dataset.range(steps * shard.count).map(chunk)
+
+    epochs_ds = tf.data.Dataset.counter(first_epoch)
+    if epochs is not None:
+        epochs_ds = epochs_ds.take(epochs)
+    return epochs_ds.flat_map(epoch_chunks)
+
+
+def _shuffled_batches(rows: np.ndarray, batch_size: int, seed: int, start_step: int,
+                      shard: Shard = Shard()) -> tf.data.Dataset:
+    """Endless (key, batch rows) of `rows`: epoch e is one stateless permutation keyed by
+    (seed, e), cut into `steps_per_epoch` global batches (on one replica the last may be
+    short), so a batch never spans two epochs. One op per epoch and a slice per batch: ~30x the
+    rate of a per-element `Dataset.shuffle` buffer, which was the pipeline's bottleneck. Starts
+    at global step `start_step`; every replica's share of a step is a disjoint slice of the
+    same permutation, whatever machine computes it."""
     if len(rows) == 0:
         raise ValueError("no rows to train on")
     table = tf.constant(rows)
-    steps = math.ceil(len(rows) / batch_size)
-
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            table, tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.range(steps).map(
-            lambda step: order[step * batch_size:(step + 1) * batch_size])
-
+    steps = steps_per_epoch(len(rows), batch_size, shard.replicas)
+    if steps == 0:
+        raise ConfigError("batch_size", f"{batch_size} is more than the {len(rows)} training "
+                                        f"rows: no whole global batch to share")
     first_epoch, offset = divmod(start_step, steps)
-    return tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)
+    return _chunks(
+        lambda epoch: tf.random.experimental.stateless_shuffle(
+            table, tf.stack([tf.constant(seed, tf.int64), epoch])),
+        len(rows), batch_size, shard, first_epoch).skip(offset * shard.count)
 
 
 def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_negatives: int,
-             batch_size: int, seed: int, shuffle: bool, shared: bool,
-             start_step: int = 0) -> tf.data.Dataset:
+             batch_size: int, seed: int, shuffle: bool, shared: bool, start_step: int = 0,
+             shard: Shard = Shard()) -> tf.data.Dataset:
     rows = np.asarray(rows, np.int64)
+    if shard.replicas > 1 and batch_size % shard.replicas:
+        raise ConfigError("batch_size", f"{batch_size} does not split evenly over "
+                                        f"{shard.replicas} replicas")
     if shuffle:
-        rows_ds = _shuffled_batches(rows, batch_size, seed, start_step)
+        keyed_rows = _shuffled_batches(rows, batch_size, seed, start_step, shard)
+    elif shard.replicas == 1:
+        batches = tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).skip(start_step)
+        keyed_rows = tf.data.Dataset.zip((tf.data.Dataset.counter(start_step), batches))
     else:
-        rows_ds = tf.data.Dataset.from_tensor_slices(rows).batch(batch_size).skip(start_step)
+        table = tf.constant(rows)
+        keyed_rows = _chunks(lambda epoch: table, len(rows), batch_size, shard, 0, epochs=1)
 
     def to_features(step, batch_rows):
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
@@ -145,15 +207,16 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
                 negatives[None, :] if shared else negatives, features["positive_item"][:, None])
         return features
 
-    return (tf.data.Dataset.zip((tf.data.Dataset.counter(start_step), rows_ds))
-            .map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+    return keyed_rows.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE)
 
 
 def training_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
                      num_negatives: int, batch_size: int, seed: int,
-                     shared_negatives: bool = False, start_step: int = 0) -> tf.data.Dataset:
-    """Endless, reshuffled-every-epoch batches; use `steps_per_epoch = ceil(len(rows)/batch)`.
+                     shared_negatives: bool = False, start_step: int = 0,
+                     shard: Shard = Shard()) -> tf.data.Dataset:
+    """Endless, reshuffled-every-epoch batches (use `steps_per_epoch`); under `tf.distribute`,
+    this `shard`'s shares of them.
 
     With `shared_negatives`, one draw of `num_negatives` items serves the whole batch
     (mixed negative sampling): `negatives` is `[num_negatives]`, `negative_mask` stays
@@ -161,15 +224,16 @@ def training_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
     resumed after `start_step` steps sees the same batches and negatives as an uninterrupted one.
     """
     return _batches(tables, rows, sampler, num_negatives, batch_size, seed, shuffle=True,
-                    shared=shared_negatives, start_step=start_step)
+                    shared=shared_negatives, start_step=start_step, shard=shard)
 
 
 def validation_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
                        num_negatives: int, batch_size: int, seed: int,
-                       shared_negatives: bool = False) -> tf.data.Dataset:
+                       shared_negatives: bool = False,
+                       shard: Shard = Shard()) -> tf.data.Dataset:
     """One pass over `rows` in order; the same negatives at every evaluation."""
     return _batches(tables, rows, sampler, num_negatives, batch_size, seed + 1, shuffle=False,
-                    shared=shared_negatives)
+                    shared=shared_negatives, shard=shard)
 
 
 def split_validation(num_rows: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,8 +277,10 @@ class InputPipeline:
     fit/validation rows, the feature tables, the negative sampler and both streams."""
 
     def __init__(self, dataset: Dataset, split: Split, sampler: SamplerConfig,
-                 tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = False):
+                 tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = False,
+                 replicas: int = 1):
         self.fit_rows, self.val_rows = validation_split(split, training)
+        self.replicas = replicas
         self.tables = FeatureTables(dataset, split, tower.history_length, training.history_gap,
                                     user_features=tower.user_features,
                                     item_features=tower.item_features)
@@ -226,21 +292,27 @@ class InputPipeline:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.fit_rows) / self.batch_size)
+        return steps_per_epoch(len(self.fit_rows), self.batch_size, self.replicas)
 
-    def _stream(self, rows: np.ndarray, validation: bool, start_step: int = 0):
+    def _stream(self, rows: np.ndarray, validation: bool, start_step: int = 0,
+                context=None):
         make = validation_dataset if validation else training_dataset
         extra = {} if validation else {"start_step": start_step}
         return make(self.tables, rows, self.sampler, self.num_negatives, self.batch_size,
-                    self.seed, shared_negatives=self.shared_negatives, **extra)
+                    self.seed, shared_negatives=self.shared_negatives,
+                    shard=Shard.of(context), **extra)
 
-    def training(self, start_step: int = 0) -> tf.data.Dataset:
-        """The endless training stream, from step `start_step` (see `training_dataset`)."""
-        return self._stream(self.fit_rows, validation=False, start_step=start_step)
+    def training(self, start_step: int = 0, context=None) -> tf.data.Dataset:
+        """The endless training stream, from step `start_step` (see `training_dataset`);
+        `context` is the `tf.distribute.InputContext` of a distributed run."""
+        return self._stream(self.fit_rows, validation=False, start_step=start_step,
+                            context=context)
 
-    def validation(self) -> tf.data.Dataset | None:
+    def validation(self, context=None) -> tf.data.Dataset | None:
         """One ordered pass over the validation rows (None without validation rows)."""
-        return self._stream(self.val_rows, validation=True) if len(self.val_rows) else None
+        if not len(self.val_rows):
+            return None
+        return self._stream(self.val_rows, validation=True, context=context)
 
     def first_batch(self) -> dict:
         """A batch of the first fit rows, to build the model's variables. Taken from its own

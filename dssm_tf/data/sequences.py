@@ -41,6 +41,7 @@ from dssm_tf.data.negatives import make_sampler
 from dssm_tf.data.pipeline import FeatureTables, validation_split
 from dssm_tf.data.schema import HISTORY
 from dssm_tf.data.splits import Split
+from dssm_tf.errors import ConfigError
 
 BUCKET = 8  # window widths are rounded up to a multiple of this (fewer distinct shapes)
 
@@ -56,8 +57,12 @@ class SequencePipeline:
     """Sequence batches for training and validation (see the module docstring)."""
 
     def __init__(self, dataset: Dataset, split: Split, sampler: SamplerConfig,
-                 tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = True):
+                 tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = True,
+                 replicas: int = 1):
         del shared_negatives  # sequence batches always share their negatives
+        if replicas > 1:
+            raise ConfigError("distribution", "--examples=sequences trains on one replica "
+                                              "(its batches are not sharded yet)")
         self.fit_rows, self.val_rows = validation_split(split, training)
         self.tables = FeatureTables(dataset, split, tower.history_length,
                                     user_features=tower.user_features,

@@ -106,7 +106,8 @@ class BinaryCrossEntropy(LossScheme):
         weights = tf.concat([tf.ones_like(positive_logit),
                              tf.cast(negative_mask, logits.dtype)], axis=1)
         losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
-        self.auc.update_state(labels, tf.sigmoid(logits), sample_weight=weights)
+        if not tf.distribute.in_cross_replica_context():  # e.g. the call that builds the model
+            self.auc.update_state(labels, tf.sigmoid(logits), sample_weight=weights)
         return tf.reduce_sum(losses * weights) / tf.reduce_sum(weights)
 
 
@@ -187,15 +188,16 @@ class InBatchSoftmax(LossScheme):
         mix = np.maximum(mix, mix[mix > 0].min())
         self.probability = tf.constant(mix ** logq_weight, tf.float32)
         self.temperature = temperature
-        self.cross_entropy = keras.losses.CategoricalCrossentropy(from_logits=True)
 
     def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
         items, candidates = positive_items, positive
         first = tf.zeros([], tf.int32)          # this replica's positives start there
         context = tf.distribute.get_replica_context()
         if context is not None and context.num_replicas_in_sync > 1:
-            items = context.all_gather(positive_items, axis=0)
-            candidates = context.all_gather(positive, axis=0)
+            # tf.identity places a tensor that came straight from the input pipeline on this
+            # replica's device: MultiWorkerMirrored gathers only placed tensors.
+            items = context.all_gather(tf.identity(positive_items), axis=0)
+            candidates = context.all_gather(tf.identity(positive), axis=0)
             first = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(user)[0]
         if negatives is not None:
             items = tf.concat([items, negative_items], axis=0)
@@ -207,7 +209,11 @@ class InBatchSoftmax(LossScheme):
         positives = tf.gather(items, tf.math.argmax(labels, axis=1))
         duplicate = tf.cast(tf.equal(positives[:, None], items[None, :]), labels.dtype) - labels
         scores += duplicate * _MIN_FLOAT
-        return self.cross_entropy(y_true=labels, y_pred=scores)
+        # Keras' CategoricalCrossentropy(from_logits=True), whose reduction tf.distribute
+        # refuses outside `compile`: the same ops, the mean written out.
+        losses = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+        return tf.math.divide_no_nan(tf.reduce_sum(losses),
+                                     tf.cast(tf.size(losses), losses.dtype))
 
 
 class CandidateSoftmax(keras.layers.Layer):

@@ -78,9 +78,12 @@ class TwoTowerModel(keras.Model):
         return self.batch_loss(batch, training=training)
 
     def train_step(self, batch: dict) -> dict:
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self.batch_loss(batch, training=True)
             total = loss + tf.add_n(self.losses) if self.losses else loss
+            if replicas > 1:  # the replicas' gradients are summed: make it the global mean
+                total = total / replicas
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
         self.loss_tracker.update_state(loss)
         return {metric.name: metric.result() for metric in self.metrics}

@@ -20,13 +20,13 @@ import tf_keras as keras
 
 from dssm_tf.config import RunConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.pipeline import InputPipeline
+from dssm_tf.data.pipeline import InputPipeline, steps_per_epoch
 from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.data.splits import Split
 from dssm_tf.models.losses import make_loss
 from dssm_tf.models.towers import build_towers
 from dssm_tf.models.two_tower import TwoTowerModel
-from dssm_tf.training import resume
+from dssm_tf.training import distribute, resume
 from dssm_tf.training.callbacks import ValidationRecall
 
 
@@ -59,17 +59,21 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
                                    else run.training.batch_size),
                        num_negatives=run.sampler.num_negatives, sequences=sequences)
     model = TwoTowerModel(user_tower, item_tower, scheme)
-    model.compile(optimizer=_optimizer(run.training),
-                  steps_per_execution=run.training.steps_per_execution)
+    # tf_keras' loop of several steps per call does not trace under MultiWorkerMirrored
+    # ("destinations can not be empty"): one step per call there; the updates are the same.
+    steps = 1 if run.training.distribution == "multi_worker" else \
+        run.training.steps_per_execution
+    model.compile(optimizer=_optimizer(run.training), steps_per_execution=steps)
     return model
 
 
-def make_pipeline(run: RunConfig, dataset: Dataset,
-                  split: Split) -> InputPipeline | SequencePipeline:
-    """The input pipeline `run` describes: one example per interaction, or per user window."""
+def make_pipeline(run: RunConfig, dataset: Dataset, split: Split,
+                  replicas: int = 1) -> InputPipeline | SequencePipeline:
+    """The input pipeline `run` describes: one example per interaction, or per user window;
+    `replicas` in sync share each global batch."""
     kind = SequencePipeline if run.training.examples == "sequences" else InputPipeline
     return kind(dataset, split, run.sampler, run.tower, run.training,
-                shared_negatives=run.loss.shares_negatives)
+                shared_negatives=run.loss.shares_negatives, replicas=replicas)
 
 
 def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitResult:
@@ -77,15 +81,28 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
 
     `model_dir` receives TensorBoard logs (``logs/``) and, while training, the
     `BackupAndRestore` checkpoint (``backup/``) a rerun resumes from; the caller checks that
-    the backup belongs to this run (`dssm_tf.training.resume`).
+    the backup belongs to this run (`dssm_tf.training.resume`). Under
+    ``--distribution=mirrored|multi_worker`` the model lives in the strategy's scope and each
+    replica reads its share of every global batch (`dssm_tf.training.distribute`).
     """
     training = run.training
-    pipeline = make_pipeline(run, dataset, split)
-    model = build_model(run, dataset, split, pipeline)
+    strategy = distribute.make_strategy(training.distribution)  # before any other TF op
+    replicas = strategy.num_replicas_in_sync
+    pipeline = make_pipeline(run, dataset, split, replicas)
+    with strategy.scope():
+        model = build_model(run, dataset, split, pipeline)
     backup_dir = os.path.join(model_dir, resume.BACKUP)
-    train_ds = pipeline.training(start_step=resume.backed_up_steps(backup_dir))
-    val_ds = pipeline.validation()
-    model(pipeline.first_batch())  # build, so BackupAndRestore can restore into the variables
+    start_step = resume.backed_up_steps(backup_dir)
+    if replicas > 1:
+        train_ds = strategy.distribute_datasets_from_function(
+            lambda context: pipeline.training(start_step, context))
+        val_ds = (strategy.distribute_datasets_from_function(pipeline.validation)
+                  if len(pipeline.val_rows) else None)
+    else:
+        train_ds = pipeline.training(start_step=start_step)
+        val_ds = pipeline.validation()
+    with strategy.scope():
+        model(pipeline.first_batch())  # build, so BackupAndRestore can restore into them
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
                  keras.callbacks.BackupAndRestore(backup_dir)]
@@ -103,9 +120,12 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=training.patience, restore_best_weights=True))
     start = time.perf_counter()
+    # A distributed stream has no end Keras can see: say how many whole global batches.
+    validation_steps = (steps_per_epoch(len(pipeline.val_rows), training.batch_size, replicas)
+                        if replicas > 1 and val_ds is not None else None)
     history = model.fit(train_ds, epochs=training.epochs, steps_per_epoch=pipeline.steps_per_epoch,
-                        validation_data=val_ds, callbacks=callbacks,
-                        verbose=1 if training.verbose else 2)
+                        validation_data=val_ds, validation_steps=validation_steps,
+                        callbacks=callbacks, verbose=1 if training.verbose else 2)
     # After a resume, `history.epoch` holds only this process's epochs; count from the start.
     epochs_run = history.epoch[-1] + 1 if history.epoch else 0
     return FitResult(model, epochs_run, time.perf_counter() - start)
