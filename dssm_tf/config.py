@@ -181,6 +181,8 @@ class TowerConfig:
     item_features: bool = False
     history_length: int = 0
     user_encoder: str = "mean"    # how the history is encoded (`dssm_tf.models.encoders`)
+    user_key_embedding: bool = True   # an embedding per user key (off: features + history only)
+    share_item_embeddings: bool = False  # history items use the item tower's key embeddings
     attention_blocks: int = 2
     attention_heads: int = 1
     encoder_dropout: float = 0.2
@@ -207,6 +209,8 @@ class TowerConfig:
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ConfigError(field, f"expected 0 <= {field} < 1, got "
                                          f"{getattr(self, field)}")
+        if self.share_item_embeddings and self.history_length < 1:
+            raise ConfigError("share_item_embeddings", "needs --history_length >= 1")
         if self.user_encoder != "mean" and self.history_length < 1:
             raise ConfigError("user_encoder", f"{self.user_encoder} encodes a history: it "
                                               f"needs --history_length >= 1")

@@ -155,6 +155,10 @@ flags.DEFINE_integer("history_length", 0, "Encode the user's last L items (0 = n
                      lower_bound=0)
 flags.DEFINE_enum("user_encoder", "mean", list(config.ENCODERS), "How the history is encoded: "
                   "the mean of its item embeddings, or SASRec-style causal self-attention.")
+flags.DEFINE_boolean("user_key_embedding", True, "An embedding per user key in the user "
+                     "tower (off: it knows a user by features and history only).")
+flags.DEFINE_boolean("share_item_embeddings", False, "The history's items use the item tower's "
+                     "key embeddings (one table, trained both as input and as candidate).")
 flags.DEFINE_integer("attention_blocks", 2, "attention: self-attention blocks.", lower_bound=1)
 flags.DEFINE_integer("attention_heads", 1, "attention: heads per block.", lower_bound=1)
 flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",

@@ -112,19 +112,24 @@ class _Tower(keras.Model):
     """
 
     def __init__(self, config: TowerConfig, key: str, key_dtype: str, keys: list,
-                 features: tuple[Feature, ...], vocabularies: dict, **kwargs):
+                 features: tuple[Feature, ...], vocabularies: dict, embed_key: bool = True,
+                 key_mask=None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.key = key
-        self.key_lookup = _lookup(key_dtype, keys)
-        self.key_embedding = _embedding(len(keys) + 1, config.embedding_dim, config,
-                                        f"{key}_embedding")
+        self.embed_key = embed_key
+        if embed_key:
+            # With a mask token (shared with the history) row 0 is padding, 1 unknown.
+            self.key_lookup = _lookup(key_dtype, keys, mask_token=key_mask)
+            self.key_embedding = _embedding(len(keys) + 1 + (key_mask is not None),
+                                            config.embedding_dim, config, f"{key}_embedding")
         self.encoders = [FeatureEncoder(f, vocabularies[f.name], config) for f in features]
         self.head = _Head(config)
 
     def parts(self, features: dict[str, tf.Tensor]) -> list[tf.Tensor]:
-        return ([self.key_embedding(self.key_lookup(features[self.key]))]
-                + [encoder(features[encoder.feature.name]) for encoder in self.encoders])
+        keyed = ([self.key_embedding(self.key_lookup(features[self.key]))] if self.embed_key
+                 else [])
+        return keyed + [encoder(features[encoder.feature.name]) for encoder in self.encoders]
 
     def get_config(self) -> dict:
         return {"name": self.name, **dataclasses.asdict(self.config)}
@@ -134,17 +139,21 @@ class UserTower(_Tower):
     """Raw user inputs -> embedding. Accepts every contract input, uses those configured."""
 
     def __init__(self, config: TowerConfig, schema: Schema, user_keys: list, item_keys: list,
-                 vocabularies: dict, **kwargs):
+                 vocabularies: dict, item_tower: "ItemTower | None" = None, **kwargs):
         features = schema.user_features if config.user_features else ()
         super().__init__(config, schema.user_key, schema.user_key_dtype, user_keys, features,
-                         vocabularies, **kwargs)
+                         vocabularies, embed_key=config.user_key_embedding, **kwargs)
         self.padding = schema.history_padding
         if config.history_length:
-            # Row 0 = padding (the mask token), 1 = unknown item, then the vocabulary.
-            self.history_lookup = _lookup(schema.item_key_dtype, item_keys,
-                                          mask_token=self.padding)
-            self.history_embedding = _embedding(len(item_keys) + 2, config.embedding_dim,
-                                                config, "history_embedding")
+            if item_tower is not None:  # --share_item_embeddings: the item tower's table
+                self.history_lookup = item_tower.key_lookup
+                self.history_embedding = item_tower.key_embedding
+            else:
+                # Row 0 = padding (the mask token), 1 = unknown item, then the vocabulary.
+                self.history_lookup = _lookup(schema.item_key_dtype, item_keys,
+                                              mask_token=self.padding)
+                self.history_embedding = _embedding(len(item_keys) + 2, config.embedding_dim,
+                                                    config, "history_embedding")
             self.encoder = make_encoder(config)
 
     def _history(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -177,7 +186,9 @@ class ItemTower(_Tower):
                  **kwargs):
         features = schema.item_features if config.item_features else ()
         super().__init__(config, schema.item_key, schema.item_key_dtype, item_keys, features,
-                         vocabularies, **kwargs)
+                         vocabularies, key_mask=(schema.history_padding
+                                                 if config.share_item_embeddings else None),
+                         **kwargs)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         return self.head(self.parts(features), training=training)
@@ -196,8 +207,9 @@ def build_towers(config: TowerConfig, dataset: Dataset) -> tuple[UserTower, Item
     config.validate()
     user_keys = dataset.user_keys.tolist()
     item_keys = dataset.item_keys.tolist()
-    user_tower = UserTower(config, dataset.schema, user_keys, item_keys,
-                           vocabularies(dataset, "user"), name="user_tower")
     item_tower = ItemTower(config, dataset.schema, item_keys, vocabularies(dataset, "item"),
                            name="item_tower")
+    user_tower = UserTower(config, dataset.schema, user_keys, item_keys,
+                           vocabularies(dataset, "user"), name="user_tower",
+                           item_tower=item_tower if config.share_item_embeddings else None)
     return user_tower, item_tower
