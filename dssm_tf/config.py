@@ -262,6 +262,7 @@ class TrainingConfig:
     examples: str = "interactions"   # sequences: every position of a user's sequence at once
     sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
     distribution: str = "none"       # tf.distribute strategy (`dssm_tf.training.distribute`)
+    train_files: str | None = None   # TFRecord shards of `prepare` (glob), read instead of rows
     verbose: bool = True
 
     def validate(self) -> None:
@@ -282,7 +283,7 @@ class TrainingConfig:
 
 # Fields that change nothing a resumed run would compute (kept out of its fingerprint):
 # `epochs` may be raised to train a killed run further; the others change speed or output only.
-NOT_FINGERPRINTED = {"training": ("epochs", "verbose", "steps_per_execution")}
+NOT_FINGERPRINTED = {"training": ("epochs", "verbose", "steps_per_execution", "train_files")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +309,9 @@ class RunConfig:
                 and self.training.validation_share <= 0
                 and self.training.validation != "last"):
             raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
+        if self.training.train_files and self.training.examples == "sequences":
+            raise ConfigError("train_files", "prepared files hold interactions: they train "
+                                             "--examples=interactions")
         if self.training.examples == "sequences":
             if self.loss.loss != "inbatch":
                 raise ConfigError("examples", "sequences train with --loss=inbatch (a softmax "

@@ -124,6 +124,9 @@ flags.DEFINE_integer("steps_per_execution", 64, "Batches per tf.function call: f
 flags.DEFINE_enum("distribution", "none", list(config.DISTRIBUTIONS), "tf.distribute: none; "
                   "mirrored (this machine's devices); multi_worker (one process per machine, "
                   "configured by $TF_CONFIG; the same command on every worker).")
+flags.DEFINE_string("train_files", None, "train: read the training examples from these "
+                    "TFRecord shards of `python -m dssm_tf.prepare` (a glob) instead of from "
+                    "memory; each worker reads its own files.")
 flags.DEFINE_boolean("verbose", True, "Show the Keras progress bar.")
 flags.DEFINE_boolean("baselines", True, "train: also evaluate popularity and itemCF on the same "
                      "split for the summary table.")

@@ -71,7 +71,11 @@ def make_pipeline(run: RunConfig, dataset: Dataset, split: Split,
                   replicas: int = 1) -> InputPipeline | SequencePipeline:
     """The input pipeline `run` describes: one example per interaction, or per user window;
     `replicas` in sync share each global batch."""
-    kind = SequencePipeline if run.training.examples == "sequences" else InputPipeline
+    if run.training.train_files:
+        from dssm_tf.data.records import RecordPipeline  # noqa: PLC0415
+        kind = RecordPipeline
+    else:
+        kind = SequencePipeline if run.training.examples == "sequences" else InputPipeline
     return kind(dataset, split, run.sampler, run.tower, run.training,
                 shared_negatives=run.loss.shares_negatives, replicas=replicas)
 
