@@ -318,6 +318,10 @@ class RunConfig:
                                               "over the batch's items and shared negatives)")
             if self.tower.history_length < 1:
                 raise ConfigError("examples", "sequences need --history_length >= 1")
+            if self.sampler.negative_sampler != "inbatch" and self.sampler.num_negatives < 1:
+                raise ConfigError("num_negatives", f"sequences with --negative_sampler="
+                                                   f"{self.sampler.negative_sampler} score "
+                                                   f"against sampled negatives: at least 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

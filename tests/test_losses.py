@@ -317,3 +317,39 @@ def test_bce_and_softmax_with_correction_match_numpy(tensors):
     got = _call(make_loss("softmax", CORRECTED_Q, gamma=gamma, sampling_correction=True),
                 *tensors, pos_items, neg_items)
     assert got == pytest.approx(want, rel=1e-5)
+
+
+# --- sequences: the distinct candidates of a batch, or sampled negatives ------------------------
+
+def test_candidate_softmax_both_forms_match_numpy():
+    rng = np.random.default_rng(5)
+    positions, distinct, n = 7, 5, 3
+    user = rng.normal(size=(positions, D)).astype(np.float32)
+    candidates = rng.normal(size=(distinct, D)).astype(np.float32)
+    items = np.array([4, 0, 2, 3, 1])                    # item index of each candidate row
+    labels = np.array([0, 1, 1, 2, 3, 0, 4])             # row of each position's target
+    negatives = np.array([2, 4, 0])                      # rows of the shared negatives
+    p = np.array([0.3, 0.25, 0.2, 0.15, 0.1])
+    q = np.full(5, 0.2)
+    temperature, weight = 0.5, 0.7
+
+    scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
+                                     num_negatives=n, logq_weight=weight, in_batch=True)
+    inclusion = 1 - (1 - p) ** positions * (1 - q) ** n
+    logits = user @ candidates.T / temperature - weight * np.log(inclusion[items])[None]
+    want = -_log_softmax(logits)[np.arange(positions), labels].mean()
+    got = float(scheme(tf.constant(user), tf.constant(candidates), tf.constant(items),
+                       tf.constant(labels)))
+    assert got == pytest.approx(want, rel=1e-5)
+
+    scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
+                                     num_negatives=n, logq_weight=weight, in_batch=False)
+    positive = (user * candidates[labels]).sum(-1, keepdims=True)
+    sampled = user @ candidates[negatives].T - temperature * weight * np.log(
+        n * q[items[negatives]])[None]
+    sampled[labels[:, None] == negatives[None, :]] = -1e9  # a negative that is the target
+    logits = np.concatenate([positive, sampled], axis=1) / temperature
+    want = -_log_softmax(logits)[:, 0].mean()
+    got = float(scheme(tf.constant(user), tf.constant(candidates), tf.constant(items),
+                       tf.constant(labels), tf.constant(negatives)))
+    assert got == pytest.approx(want, rel=1e-5)

@@ -142,9 +142,9 @@ def test_sequence_training_learns(world, tmp_path):
     from dssm_tf.training import trainer
 
     ml, split = world
-    for encoder in ("attention", "mean"):
+    for encoder, sampler in (("attention", "uniform"), ("mean", "inbatch")):
         run = run_config(examples="sequences", user_encoder=encoder, history_length=L,
-                         loss="inbatch", negative_sampler="uniform", num_negatives=8,
+                         loss="inbatch", negative_sampler=sampler, num_negatives=8,
                          temperature=0.2, epochs=3, batch_size=16, embedding_dim=8,
                          hidden_units=(8,), learning_rate=0.01, validation="last",
                          verbose=False)

@@ -217,18 +217,25 @@ class InBatchSoftmax(LossScheme):
 
 
 class CandidateSoftmax(keras.layers.Layer):
-    """Softmax over a set of distinct candidate items, for training on sequences: the batch's
-    target items (every position of every window) plus the shared sampled negatives, each
-    item once — so no accidental hit is possible and the logit matrix is positions x distinct
-    items, not positions x positions.
+    """Softmax for training on sequences (every position of every window a target), in one of
+    two forms:
 
-    Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P])``
-    (`labels[p]` is the row of position p's target in `candidates`). The logQ correction
-    subtracts `logq_weight` * log of the probability that an item is among the candidates:
-    ``1 - (1 - p)^P (1 - q)^N`` for an item of training frequency p and sampling probability q,
-    P target positions and N negatives a batch. Unlike log(p), it vanishes for items almost
-    every batch holds: a large batch is close to a full softmax, and is not corrected as if it
-    were a small sample.
+    - ``in_batch`` (``--negative_sampler=inbatch``): over the distinct items of the batch —
+      its targets, plus the shared sampled negatives — each item once, so no accidental hit is
+      possible and the logit matrix is positions x distinct items, not positions x positions.
+      The logQ correction subtracts `logq_weight` * log of the probability that an item is
+      among the candidates, ``1 - (1 - p)^P (1 - q)^N`` for an item of training frequency p
+      and sampling probability q, P target positions and N negatives a batch. Unlike log(p),
+      it vanishes for items almost every batch holds: a large batch is close to a full
+      softmax and is not corrected as if it were a small sample.
+    - sampled (``--negative_sampler=uniform|frequency``): over each position's own target and
+      the N shared negatives only — P x (1 + N) logits, far fewer than P x distinct items. A
+      negative equal to the target is masked; the negatives' logits lose `logq_weight` *
+      log(N q) (the sampled-softmax correction: N draws stand for the whole catalogue).
+
+    Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P],
+    negatives [N])``: `labels[p]` and `negatives[n]` are rows of `candidates` (the distinct
+    items, embedded once).
     """
 
     sequence = True
@@ -237,38 +244,56 @@ class CandidateSoftmax(keras.layers.Layer):
     def __init__(self, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
                  positions: float = 1.0, num_negatives: int = 0, logq_weight: float = 1.0,
-                 **kwargs):
+                 in_batch: bool = True, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         p = np.asarray(train_probabilities, np.float64)
         q = (np.asarray(negative_probabilities, np.float64) if num_negatives
              else np.zeros_like(p))
-        missed = np.exp(positions * np.log1p(-np.minimum(p, 1 - 1e-12))
-                        + num_negatives * np.log1p(-np.minimum(q, 1 - 1e-12)))
-        inclusion = 1.0 - missed
-        inclusion = np.maximum(inclusion, inclusion[inclusion > 0].min())
+        self.in_batch = in_batch
         self.temperature = temperature
-        self.correction = tf.constant(logq_weight * np.log(inclusion), tf.float32)
+        if in_batch:
+            missed = np.exp(positions * np.log1p(-np.minimum(p, 1 - 1e-12))
+                            + num_negatives * np.log1p(-np.minimum(q, 1 - 1e-12)))
+            inclusion = 1.0 - missed
+            inclusion = np.maximum(inclusion, inclusion[inclusion > 0].min())
+            self.correction = tf.constant(logq_weight * np.log(inclusion), tf.float32)
+        else:
+            expected = np.maximum(num_negatives * q, (num_negatives * q)[q > 0].min())
+            self.correction = tf.constant(logq_weight * np.log(expected), tf.float32)
 
-    def call(self, user, candidates, candidate_items, labels):
-        logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
-        logits -= tf.gather(self.correction, candidate_items)[None, :]
+    def call(self, user, candidates, candidate_items, labels, negatives=None):
+        labels = tf.cast(labels, tf.int32)
+        if self.in_batch:
+            logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
+            logits -= tf.gather(self.correction, candidate_items)[None, :]
+            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=labels, logits=logits))
+        negatives = tf.cast(negatives, tf.int32)
+        positive = tf.reduce_sum(user * tf.gather(candidates, labels), axis=-1, keepdims=True)
+        sampled = tf.matmul(user, tf.gather(candidates, negatives), transpose_b=True)
+        sampled -= self.temperature * tf.gather(self.correction,
+                                                tf.gather(candidate_items, negatives))[None, :]
+        sampled = tf.where(tf.equal(labels[:, None], negatives[None, :]), _MASKED, sampled)
+        logits = tf.concat([positive, sampled], axis=1) / self.temperature
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.cast(labels, tf.int32), logits=logits))
+            labels=tf.zeros_like(labels), logits=logits))
 
 
 def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
               train_probabilities: np.ndarray, batch_size: float, num_negatives: int,
-              sequences: bool = False) -> LossScheme:
+              sequences: bool = False, in_batch: bool = True) -> LossScheme:
     """The scheme `config.loss` names. `sampler_probabilities` (per item index) drive the
     sampling correction of `bce`/`softmax` and the extra negatives of `inbatch`;
     `train_probabilities` are the in-batch positives' distribution. With `sequences`, the
-    in-batch softmax is `CandidateSoftmax` and `batch_size` the target positions a batch."""
+    in-batch softmax is `CandidateSoftmax` (over the batch's items, or with `in_batch` false
+    over sampled negatives only) and `batch_size` the target positions a batch."""
     config.validate()
     if sequences:
         return CandidateSoftmax(train_probabilities, sampler_probabilities,
                                 temperature=config.temperature, positions=batch_size,
-                                num_negatives=num_negatives, logq_weight=config.logq_weight)
+                                num_negatives=num_negatives, logq_weight=config.logq_weight,
+                                in_batch=in_batch)
     correction = (SamplingCorrection(sampler_probabilities)
                   if config.sampling_correction else None)
     if config.loss == "bce":

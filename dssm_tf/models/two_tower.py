@@ -71,7 +71,8 @@ class TwoTowerModel(keras.Model):
         first = tf.math.unsorted_segment_min(tf.range(tf.size(items)), row, tf.size(distinct))
         candidates = self.item_tower({name: tf.gather(value, first)
                                       for name, value in features.items()}, training=training)
-        return self.scheme(user, candidates, distinct, row[:tf.shape(user)[0]])
+        positions = tf.shape(user)[0]
+        return self.scheme(user, candidates, distinct, row[:positions], row[positions:])
 
     def call(self, batch: dict, training: bool = False) -> tf.Tensor:
         """The batch loss; calling the model once on a batch builds every variable."""
