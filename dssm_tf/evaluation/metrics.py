@@ -39,17 +39,20 @@ def top_k_from_scores(scores: np.ndarray, k: int, exclude: sp.spmatrix | None = 
     top = np.full((n, k), -1, np.int64)
     if k_eff == 0 or n == 0:
         return top
-    # The k-th best score of each row; all above it are in, ties at it by column order.
-    threshold = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1:k_eff]
-    above = scores > threshold
-    tied = scores == threshold
-    keep = above | (tied & (np.cumsum(tied, axis=1) <= k_eff - above.sum(axis=1,
-                                                                      keepdims=True)))
-    columns = np.nonzero(keep)[1].reshape(n, k_eff)   # per row, in column order
-    picked = np.take_along_axis(scores, columns, axis=1)
-    order = np.argsort(-picked, axis=1, kind="stable")
-    top[:, :k_eff] = np.take_along_axis(columns, order, axis=1)
-    top[:, :k_eff][~np.isfinite(np.take_along_axis(picked, order, axis=1))] = -1
+    # The k-th best score of each row; the cells at or above it hold each row's top k (ties at
+    # it included), and only those are sorted: best first, equal scores by column.
+    work = np.negative(scores)
+    work.partition(k_eff - 1, axis=1)
+    threshold = -work[:, k_eff - 1:k_eff]
+    del work
+    row, column = np.nonzero(scores >= threshold)  # row-major: columns ascending
+    value = scores[row, column]
+    order = np.lexsort((column, -value, row))
+    row, column, value = row[order], column[order], value[order]
+    rank = np.arange(len(row)) - np.searchsorted(row, row)
+    keep = rank < k_eff
+    columns = column[keep].reshape(n, k_eff)
+    top[:, :k_eff] = np.where(np.isfinite(value[keep].reshape(n, k_eff)), columns, -1)
     return top
 
 
