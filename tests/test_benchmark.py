@@ -221,7 +221,8 @@ def test_speed_on_real_data(real_data_dir, tmp_path):
     with open(output) as f:
         rows = json.load(f)["rows"]
     whats = " | ".join(row["what"] for row in rows)
-    for needle in ("movielens-1m load", "itemCF", "pipeline", "train step", "evaluate_export"):
+    for needle in ("movielens-1m load", "itemCF", "pipeline", "train step", "evaluate_export",
+                   "retrieval model latency, batch 1", "retrieval model throughput"):
         assert needle in whats
     assert all(row["value"] > 0 for row in rows)
     assert "ok?" in proc.stdout
