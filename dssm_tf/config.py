@@ -47,6 +47,7 @@ EXAMPLES = ("interactions", "sequences")
 CROPS = ("random", "latest")
 VALIDATIONS = ("random", "temporal", "last")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+SCHEDULES = ("constant", "cosine")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -249,6 +250,7 @@ class TrainingConfig:
     epochs: int = 20
     batch_size: int = 512
     learning_rate: float = 0.005
+    learning_rate_schedule: str = "constant"  # cosine: a warm-up epoch, then down to 10%
     optimizer: str = "adam"
     seed: int = 0
     mixed_precision: bool = False
@@ -271,6 +273,7 @@ class TrainingConfig:
         _at_least("patience", self.patience, 0)
         _at_least("history_gap", self.history_gap, 0)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("learning_rate_schedule", self.learning_rate_schedule, SCHEDULES)
         _choice("early_stopping_metric", self.early_stopping_metric, EARLY_STOPPING_METRICS)
         _choice("validation", self.validation, VALIDATIONS)
         _choice("examples", self.examples, EXAMPLES)

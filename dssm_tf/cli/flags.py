@@ -115,6 +115,9 @@ flags.DEFINE_integer("patience", 3, "Early-stopping patience in epochs.", lower_
 flags.DEFINE_integer("epochs", 20, "Maximum epochs.", lower_bound=1)
 flags.DEFINE_integer("batch_size", 512, "Training batch size.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 0.005, "Optimizer learning rate.", lower_bound=0.0)
+flags.DEFINE_enum("learning_rate_schedule", "constant", list(config.SCHEDULES), "constant, or "
+                  "cosine: a linear warm-up over the first epoch, then a cosine decay to 10% "
+                  "of --learning_rate at --epochs.")
 flags.DEFINE_enum("optimizer", "adam", list(config.OPTIMIZERS), "Optimizer.")
 flags.DEFINE_integer("seed", 0, "Seed for shuffling, negatives, validation split, init.")
 flags.DEFINE_boolean("mixed_precision", False, "Compute in float16 (mixed_float16 policy).")

@@ -37,10 +37,18 @@ class FitResult:
     seconds: float     # of this process's `fit`
 
 
-def _optimizer(training: TrainingConfig) -> keras.optimizers.Optimizer:
+def _optimizer(training: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     kind = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
             "sgd": keras.optimizers.SGD}[training.optimizer]
-    return kind(learning_rate=training.learning_rate)
+    rate = training.learning_rate
+    if training.learning_rate_schedule == "cosine":
+        # A fixed budget of epochs is spent best with a warm-up and a decay (the optimizer's
+        # step counter is checkpointed, so a resumed run continues the schedule).
+        total = max(training.epochs * steps_per_epoch, 2)
+        warmup = min(steps_per_epoch, total // 2)
+        rate = keras.optimizers.schedules.CosineDecay(
+            rate / 10, total - warmup, alpha=0.1, warmup_target=rate, warmup_steps=warmup)
+    return kind(learning_rate=rate)
 
 
 def build_model(run: RunConfig, dataset: Dataset, split: Split,
@@ -64,7 +72,8 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
     # ("destinations can not be empty"): one step per call there; the updates are the same.
     steps = 1 if run.training.distribution == "multi_worker" else \
         run.training.steps_per_execution
-    model.compile(optimizer=_optimizer(run.training), steps_per_execution=steps)
+    model.compile(optimizer=_optimizer(run.training, pipeline.steps_per_epoch),
+                  steps_per_execution=steps)
     return model
 
 
