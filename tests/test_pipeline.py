@@ -352,3 +352,34 @@ def test_history_gap_stops_earlier_but_never_looks_ahead(synth):
     expected = movie_ids[train.item.to_numpy()[start:len(train) - 1]][-HISTORY:]
     np.testing.assert_array_equal(plain["user"]["history"].numpy()[0, -len(expected):],
                                   expected)
+
+
+def test_temporal_validation_sees_users_as_of_the_validation_cutoff(synth):
+    """Under --validation=temporal a validation row's history is the user's last items
+    *before the validation period*, for every validation row of that user; under the other
+    validations it runs up to the row."""
+    from dssm_tf.config import TrainingConfig
+
+    ml, split, tables = synth
+    fit, val = pipeline.validation_split(split, TrainingConfig(validation="temporal",
+                                                               validation_share=0.3))
+    assert pipeline.validation_history_ends(split, val, "last") is None
+    ends = pipeline.validation_history_ends(split, val, "temporal")
+    users = split.train.user.to_numpy()
+    items = split.train.item.to_numpy()
+    keys = ml.item_keys
+    stream = pipeline.validation_dataset(tables, val, negatives.make_sampler(
+        SamplerConfig(negative_sampler="uniform"), split.item_counts), 0, 64, 0,
+        history_ends=ends)
+    histories = np.concatenate([b["user"]["history"].numpy() for b in stream])
+    checked = 0
+    for row, history in zip(val, histories):
+        user = users[row]
+        before = [r for r in fit if users[r] == user]   # the user's pre-validation items
+        expected = [keys[items[r]] for r in before][-HISTORY:]
+        got = [k for k in history if k != 0]
+        assert got == expected, row
+        assert ends[row] <= row
+        checked += row > ends[row]   # a later validation row: its own history is frozen too
+    assert checked > 0
+    np.testing.assert_array_equal(ends[fit], fit)

@@ -118,7 +118,7 @@ flags.DEFINE_float("learning_rate", 0.005, "Optimizer learning rate.", lower_bou
 flags.DEFINE_enum("learning_rate_schedule", "constant", list(config.SCHEDULES), "constant, or "
                   "cosine: a linear warm-up over the first epoch, then a cosine decay to 10% "
                   "of --learning_rate at --epochs.")
-flags.DEFINE_enum("optimizer", "adam", list(config.OPTIMIZERS), "Optimizer.")
+flags.DEFINE_enum("optimizer", "adam", list(config.OPTIMIZERS), "Optimizer: lazy_adam = Adam updating only the embedding rows a batch touched (faster; see dssm_tf.training.optimizers).")
 flags.DEFINE_integer("seed", 0, "Seed for shuffling, negatives, validation split, init.")
 flags.DEFINE_boolean("mixed_precision", False, "Compute in float16 (mixed_float16 policy).")
 flags.DEFINE_integer("steps_per_execution", 64, "Batches per tf.function call: fewer Python "

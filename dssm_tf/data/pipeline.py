@@ -85,14 +85,16 @@ class FeatureTables:
         """Raw item inputs of item indices `items` (any shape)."""
         return {name: tf.gather(values, items) for name, values in self.item_columns.items()}
 
-    def interaction_features(self, rows: tf.Tensor, seed: tf.Tensor | None = None) -> dict:
-        """Features of training rows: the user (history = rows before it) and the positive.
+    def interaction_features(self, rows: tf.Tensor, seed: tf.Tensor | None = None,
+                             history_end: tf.Tensor | None = None) -> dict:
+        """Features of training rows: the user (history = rows before it, or before
+        `history_end` when given) and the positive.
 
         With `history_gap` > 0 and a `seed`, each history stops a random 0..gap rows earlier,
         so the model also learns to predict items further ahead than the next one.
         """
         users = tf.gather(self.train_user, rows)
-        history_end = rows
+        history_end = rows if history_end is None else history_end
         if self.history_gap and seed is not None:
             gap = tf.random.stateless_uniform(tf.shape(rows), seed, 0, self.history_gap + 1,
                                               dtype=tf.int64)
@@ -178,8 +180,9 @@ def _shuffled_batches(rows: np.ndarray, batch_size: int, seed: int, start_step: 
 
 def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_negatives: int,
              batch_size: int, seed: int, shuffle: bool, shared: bool, start_step: int = 0,
-             shard: Shard = Shard()) -> tf.data.Dataset:
+             shard: Shard = Shard(), history_ends: np.ndarray | None = None) -> tf.data.Dataset:
     rows = np.asarray(rows, np.int64)
+    ends = None if history_ends is None else tf.constant(np.asarray(history_ends, np.int64))
     if shard.replicas > 1 and batch_size % shard.replicas:
         raise ConfigError("batch_size", f"{batch_size} does not split evenly over "
                                         f"{shard.replicas} replicas")
@@ -195,7 +198,8 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
     def to_features(step, batch_rows):
         step_seed = tf.stack([tf.cast(seed, tf.int64), step])
         features = tables.interaction_features(
-            batch_rows, tf.random.experimental.stateless_fold_in(step_seed, 1))
+            batch_rows, tf.random.experimental.stateless_fold_in(step_seed, 1),
+            history_end=None if ends is None else tf.gather(ends, batch_rows))
         if num_negatives:
             batch = tf.size(batch_rows, tf.int64)
             shape = tf.stack([num_negatives] if shared else [batch, num_negatives])
@@ -229,11 +233,12 @@ def training_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
 
 def validation_dataset(tables: FeatureTables, rows: np.ndarray, sampler: Sampler,
                        num_negatives: int, batch_size: int, seed: int,
-                       shared_negatives: bool = False,
-                       shard: Shard = Shard()) -> tf.data.Dataset:
-    """One pass over `rows` in order; the same negatives at every evaluation."""
+                       shared_negatives: bool = False, shard: Shard = Shard(),
+                       history_ends: np.ndarray | None = None) -> tf.data.Dataset:
+    """One pass over `rows` in order; the same negatives at every evaluation. `history_ends`
+    (per training row, see `validation_history_ends`) says where each history stops."""
     return _batches(tables, rows, sampler, num_negatives, batch_size, seed + 1, shuffle=False,
-                    shared=shared_negatives, shard=shard)
+                    shared=shared_negatives, shard=shard, history_ends=history_ends)
 
 
 def split_validation(num_rows: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -272,6 +277,25 @@ def validation_split(split: Split, training: TrainingConfig) -> tuple[np.ndarray
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
+def validation_history_ends(split: Split, val_rows: np.ndarray,
+                            validation: str) -> np.ndarray | None:
+    """Per training row, where the history of a validation row stops; None = just before it.
+
+    Under ``temporal`` validation a user's histories stop at their first validation row: the
+    user is seen as of the validation cutoff, the way a time split's test sees users as of
+    its cutoff. Histories that ran up to each validation item would reward predicting the next
+    item — which a history tower does well and a year-ahead test does not ask.
+    """
+    if validation != "temporal" or not len(val_rows):
+        return None
+    users = split.train.user.to_numpy()[val_rows]
+    first = np.full(split.num_users, len(split.train), np.int64)
+    np.minimum.at(first, users, val_rows)
+    ends = np.arange(len(split.train), dtype=np.int64)
+    ends[val_rows] = first[users]
+    return ends
+
+
 class InputPipeline:
     """Everything that feeds training, built once from the split and the configs: the
     fit/validation rows, the feature tables, the negative sampler and both streams."""
@@ -280,6 +304,8 @@ class InputPipeline:
                  tower: TowerConfig, training: TrainingConfig, shared_negatives: bool = False,
                  replicas: int = 1):
         self.fit_rows, self.val_rows = validation_split(split, training)
+        self.val_history_ends = validation_history_ends(split, self.val_rows,
+                                                        training.validation)
         self.replicas = replicas
         self.tables = FeatureTables(dataset, split, tower.history_length, training.history_gap,
                                     user_features=tower.user_features,
@@ -297,7 +323,8 @@ class InputPipeline:
     def _stream(self, rows: np.ndarray, validation: bool, start_step: int = 0,
                 context=None):
         make = validation_dataset if validation else training_dataset
-        extra = {} if validation else {"start_step": start_step}
+        extra = ({"history_ends": self.val_history_ends} if validation
+                 else {"start_step": start_step})
         return make(self.tables, rows, self.sampler, self.num_negatives, self.batch_size,
                     self.seed, shared_negatives=self.shared_negatives,
                     shard=Shard.of(context), **extra)

@@ -169,7 +169,7 @@ class InBatchSoftmax(LossScheme):
     Under a `tf.distribute` strategy with several replicas, every replica's users are scored
     against the positives of the *global* batch (gathered from all replicas), so a replica
     sees all the in-batch negatives, not 1/N of them — `tfrs.tasks.Retrieval`, which this
-    replaces, scores per replica only. The arithmetic is Retrieval's, op for op.
+    replaces, scores per replica only. The loss is Retrieval's, in fewer passes over the logits.
     """
 
     shares_negatives = True
@@ -186,7 +186,8 @@ class InBatchSoftmax(LossScheme):
         # Items never drawn get the smallest probability. The logits lose log(probability):
         # `logq_weight` < 1 keeps part of the popularity signal.
         mix = np.maximum(mix, mix[mix > 0].min())
-        self.probability = tf.constant(mix ** logq_weight, tf.float32)
+        self.log_probability = tf.constant(np.log(np.clip(mix ** logq_weight, 1e-6, 1.0)),
+                                           tf.float32)
         self.temperature = temperature
 
     def call(self, user, positive, negatives, positive_items, negative_items, negative_mask):
@@ -202,16 +203,18 @@ class InBatchSoftmax(LossScheme):
         if negatives is not None:
             items = tf.concat([items, negative_items], axis=0)
             candidates = tf.concat([candidates, negatives], axis=0)
-        scores = tf.linalg.matmul(user, candidates, transpose_b=True) / self.temperature
-        scores -= tf.math.log(tf.clip_by_value(tf.gather(self.probability, items), 1e-6, 1.0))
-        labels = tf.one_hot(first + tf.range(tf.shape(user)[0]), tf.shape(scores)[1])
+        # Few passes over the [B, C] logits, which dominate the step: the temperature scales
+        # the [B, D] users, logQ is one [C] offset, and the labels stay indices.
+        scores = tf.linalg.matmul(user / self.temperature, candidates, transpose_b=True)
+        scores -= tf.gather(self.log_probability, items)[None, :]
+        labels = first + tf.range(tf.shape(user)[0])
         # Accidental hits: another copy of a row's positive is not a negative for it.
-        positives = tf.gather(items, tf.math.argmax(labels, axis=1))
-        duplicate = tf.cast(tf.equal(positives[:, None], items[None, :]), labels.dtype) - labels
-        scores += duplicate * _MIN_FLOAT
-        # Keras' CategoricalCrossentropy(from_logits=True), whose reduction tf.distribute
-        # refuses outside `compile`: the same ops, the mean written out.
-        losses = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+        duplicate = tf.logical_and(
+            tf.equal(positive_items[:, None], items[None, :]),
+            tf.not_equal(labels[:, None], tf.range(tf.shape(items)[0])[None, :]))
+        scores = tf.where(duplicate, _MIN_FLOAT, scores)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=scores)
+        # The mean written out (Keras' reduction, which tf.distribute refuses outside compile).
         return tf.math.divide_no_nan(tf.reduce_sum(losses),
                                      tf.cast(tf.size(losses), losses.dtype))
 

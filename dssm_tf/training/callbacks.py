@@ -21,14 +21,17 @@ from dssm_tf.evaluation import metrics
 
 class ValidationRecall(keras.callbacks.Callback):
     """Adds `val_recall@K` to the epoch logs: share of held-out training interactions whose
-    item is in the top K of its user (history before it), the user's fit items excluded.
+    item is in the top K of its user (history before it, or before `history_ends[row]` —
+    see `dssm_tf.data.pipeline.validation_history_ends`), the user's fit items excluded.
 
     Place it before `EarlyStopping` so `--early_stopping_metric=recall` can monitor it.
     """
 
     def __init__(self, tables: FeatureTables, rows: np.ndarray, fit_seen: sp.csr_matrix,
-                 candidates: np.ndarray, k: int = 50, batch_size: int = 2048):
+                 candidates: np.ndarray, k: int = 50, batch_size: int = 2048,
+                 history_ends: np.ndarray | None = None):
         super().__init__()
+        self.history_ends = None if history_ends is None else np.asarray(history_ends)[rows]
         self.tables, self.rows, self.k, self.batch_size = tables, rows, k, batch_size
         self.fit_seen, self.candidates = fit_seen, candidates
         self.users = tables.train_user.numpy()[rows]
@@ -42,7 +45,10 @@ class ValidationRecall(keras.callbacks.Callback):
         for start in range(0, len(self.rows), self.batch_size):
             rows = tf.constant(self.rows[start:start + self.batch_size], tf.int64)
             users = self.users[start:start + self.batch_size]
-            query = self.model.user_tower(self.tables.interaction_features(rows)["user"])
+            ends = (None if self.history_ends is None else
+                    tf.constant(self.history_ends[start:start + self.batch_size], tf.int64))
+            query = self.model.user_tower(
+                self.tables.interaction_features(rows, history_end=ends)["user"])
             top = metrics.top_k_from_scores(query.numpy() @ items.T, self.k,
                                             exclude=self.fit_seen[users],
                                             candidates=self.candidates)

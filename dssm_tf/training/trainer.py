@@ -18,9 +18,9 @@ import time
 import numpy as np
 import tf_keras as keras
 
-from dssm_tf.config import RunConfig, TrainingConfig
+from dssm_tf.config import RunConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.pipeline import InputPipeline, steps_per_epoch
+from dssm_tf.data.pipeline import InputPipeline, steps_per_epoch, validation_history_ends
 from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.data.splits import Split
 from dssm_tf.models.losses import make_loss
@@ -28,6 +28,7 @@ from dssm_tf.models.towers import build_towers
 from dssm_tf.models.two_tower import TwoTowerModel
 from dssm_tf.training import distribute, resume
 from dssm_tf.training.callbacks import ValidationRecall
+from dssm_tf.training.optimizers import make_optimizer
 
 
 @dataclasses.dataclass
@@ -35,20 +36,6 @@ class FitResult:
     model: TwoTowerModel
     epochs_run: int    # counted from the start of the run, across resumes
     seconds: float     # of this process's `fit`
-
-
-def _optimizer(training: TrainingConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    kind = {"adam": keras.optimizers.Adam, "adagrad": keras.optimizers.Adagrad,
-            "sgd": keras.optimizers.SGD}[training.optimizer]
-    rate = training.learning_rate
-    if training.learning_rate_schedule == "cosine":
-        # A fixed budget of epochs is spent best with a warm-up and a decay (the optimizer's
-        # step counter is checkpointed, so a resumed run continues the schedule).
-        total = max(training.epochs * steps_per_epoch, 2)
-        warmup = min(steps_per_epoch, total // 2)
-        rate = keras.optimizers.schedules.CosineDecay(
-            rate / 10, total - warmup, alpha=0.1, warmup_target=rate, warmup_steps=warmup)
-    return kind(learning_rate=rate)
 
 
 def build_model(run: RunConfig, dataset: Dataset, split: Split,
@@ -72,7 +59,7 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
     # ("destinations can not be empty"): one step per call there; the updates are the same.
     steps = 1 if run.training.distribution == "multi_worker" else \
         run.training.steps_per_execution
-    model.compile(optimizer=_optimizer(run.training, pipeline.steps_per_epoch),
+    model.compile(optimizer=make_optimizer(run.training, pipeline.steps_per_epoch),
                   steps_per_execution=steps)
     return model
 
@@ -128,7 +115,9 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
             picked = np.sort(rng.choice(val_rows, min(training.validation_rows, len(val_rows)),
                                         replace=False))
             recall = ValidationRecall(pipeline.tables, picked, split.seen_rows(pipeline.fit_rows),
-                                      split.candidates)
+                                      split.candidates,
+                                      history_ends=validation_history_ends(
+                                          split, val_rows, training.validation))
             callbacks.append(recall)
             monitor, mode = recall.name, "max"
         callbacks.append(keras.callbacks.EarlyStopping(
