@@ -33,6 +33,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	FUZZ_EXAMPLES=300 $(PY) -m pytest -q tests/test_fuzz.py --hypothesis-show-statistics
 	$(PY) -m dssm_tf.speed $(ARGS)
+	$(PY) -m dssm_tf.scaling --out=$(BENCH_OUT)/scaling
 	$(PY) -m dssm_tf.benchmark --out=$(BENCH_OUT) $(ARGS)
 
 clean:

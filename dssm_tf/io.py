@@ -1,5 +1,5 @@
-"""Files: writing that never leaves half a file, the one-line report of an operating-system
-error, output checks made before any work, an exclusive lock, checksums.
+"""Files: writing that never leaves half a file (or half a folder), the one-line report of an
+operating-system error, output checks made before any work, an exclusive lock, checksums.
 
 Usage::
 
@@ -8,6 +8,8 @@ Usage::
     atomic_write("plot.png", lambda tmp: figure.savefig(tmp, format="png"))
     with exclusive_lock("runs/bce/.lock", "model_dir"):  # ConfigError naming the holder's pid
         ...
+    with staged_folder("/data/out") as tmp:   # renamed to /data/out only when complete
+        write_files_into(tmp)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
 from typing import Callable
 
@@ -146,3 +150,77 @@ def exclusive_lock(path: str, parameter: str):
         yield
     finally:
         handle.close()  # closing releases the lock
+
+
+PARTIAL, OLD = ".partial-", ".old-"   # staging names beside a folder: .<name><kind><pid>-*
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists (owned by anyone): its staging folders are not stale."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def check_output_folder(out: str, parameter: str, is_ours: Callable[[str], bool],
+                        what: str) -> None:
+    """ConfigError(`parameter`) unless `out` is new, an empty folder or a folder `is_ours`
+    recognises (`what` wrote it, so it may be replaced), in a folder this process can write."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ConfigError(parameter, f"{out} is a file, not a folder: give a new folder")
+    if os.path.isdir(out) and os.listdir(out) and not is_ours(out):
+        raise ConfigError(parameter, f"{out} is a folder holding other files (not {what}): "
+                                     f"give a new or empty folder")
+    check_writable_folder(os.path.dirname(os.path.abspath(out)), parameter)
+
+
+def clear_stale(out: str) -> list[str]:
+    """Remove the staging folders beside `out` that dead processes left; returns their paths."""
+    parent, name = os.path.split(os.path.abspath(out))
+    pattern = re.compile(re.escape(f".{name}") + f"(?:{re.escape(PARTIAL)}|{re.escape(OLD)})"
+                         + r"(\d+)-.*")
+    removed = []
+    for entry in os.listdir(parent):
+        found = pattern.fullmatch(entry)
+        if found and not process_alive(int(found.group(1))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+            removed.append(os.path.join(parent, entry))
+    return removed
+
+
+def _publish(tmp: str, out: str) -> None:
+    """Rename the finished `tmp` to `out`, replacing an empty folder or earlier contents."""
+    if os.path.isdir(out) and os.listdir(out):
+        parent, name = os.path.split(os.path.abspath(out))
+        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}{OLD}{os.getpid()}-")
+        os.rename(out, os.path.join(old, "previous"))
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)   # replaces an empty folder
+
+
+@contextlib.contextmanager
+def staged_folder(out: str):
+    """Yield a staging folder ``.<name>.partial-<pid>-*`` beside `out`, renamed to `out` when
+    the block ends normally (replacing an empty folder or what was there) and removed when it
+    raises, so `out` never holds half a result. Leftovers of dead processes are cleared first.
+    """
+    out = os.path.abspath(out)
+    parent, name = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    clear_stale(out)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}{PARTIAL}{os.getpid()}-")
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)   # mkdtemp's 0700 is for the staging name only
+        _publish(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -104,6 +104,22 @@ def _metrics(model_dir) -> dict:
         return json.load(f)
 
 
+def run_two_workers(tmp_path, data_dir, model_dir, *extra) -> list[str]:
+    """Train on a 2-worker `multi_worker` cluster on loopback (free ports); the standard
+    outputs of worker 1 and of the chief (worker 0), in that order."""
+    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+    workers = [_train(tmp_path, data_dir, model_dir, "--distribution=multi_worker", *extra,
+                      env={"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                    "task": {"type": "worker", "index": i}})})
+               for i in (1, 0)]
+    try:
+        return [_finish(worker) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, data_dir) -> dict:
     """The same job on one replica, for comparison (popularity reported too)."""
@@ -127,17 +143,7 @@ def test_mirrored_on_two_logical_cpus(tmp_path, data_dir, single):
 
 def test_two_workers_on_loopback_train_and_the_chief_exports(tmp_path, data_dir, single):
     model_dir = tmp_path / "model"
-    cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
-    workers = [_train(tmp_path, data_dir, model_dir, "--distribution=multi_worker",
-                      env={"TF_CONFIG": json.dumps({"cluster": cluster,
-                                                    "task": {"type": "worker", "index": i}})})
-               for i in (1, 0)]
-    try:
-        outputs = [_finish(worker) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
+    outputs = run_two_workers(tmp_path, data_dir, model_dir)
     # Only the chief (worker 0) reports and writes; worker 1 leaves nothing of its own.
     assert "test users" in outputs[1] and "test users" not in outputs[0]
     assert sorted(os.listdir(model_dir)) == [".lock", "backup", "config.json", "export", "logs",

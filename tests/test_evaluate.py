@@ -301,3 +301,89 @@ def test_cli_finds_the_data_metadata_records_and_warns_when_it_is_gone(world, tm
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("error: /nowhere/events.csv: file not found") \
         and "--interactions" in lines[0]
+
+
+def test_batches_and_chunks_do_not_change_the_lists(world, monkeypatch):
+    """Inputs built a batch at a time (odd sizes), search chunks of a few users: the same
+    lists and metrics as one batch."""
+    from dssm_tf.retrieval import index as retrieval
+
+    ml = world["ml"]
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    export = loaded.load_export(world["dot"][0])
+    want, want_top = evaluate_export(export, ml, split, K, True)
+    monkeypatch.setattr(retrieval, "_CHUNK_ROWS", 3)
+    monkeypatch.setattr(retrieval, "_CHUNK_CELLS", 40)
+    got, top = evaluate_export(export, ml, split, K, True, batch_size=3)
+    np.testing.assert_array_equal(top, want_top)
+    for key in CONTRACT_KEYS:
+        assert got[key] == want[key], key
+    users = split.test_users
+    np.testing.assert_allclose(
+        loaded.embed_users(export.user_tower, ml, split, users, 5, batch_size=4),
+        loaded.embed_users(export.user_tower, ml, split, users, 5), atol=1e-6)
+    assert loaded.embed_items(export.item_tower, ml, np.zeros(0, np.int64), dim=8).shape == (0, 8)
+
+
+def test_seen_rows_of_all_users_are_not_copied(world):
+    ml = world["ml"]
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    assert loaded.seen_of(split, np.arange(split.num_users)) is split.seen
+    some = np.array([2, 0])
+    np.testing.assert_array_equal(loaded.seen_of(split, some).toarray(),
+                                  split.seen.toarray()[some])
+
+
+class _Terminal:
+    """A stderr that says it is a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = []
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        self.text.append(text)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bars_on_a_terminal_only(world, monkeypatch, capsys):
+    from dssm_tf import progress
+
+    ml = world["ml"]
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    export = loaded.load_export(world["dot"][0])
+    monkeypatch.setattr(progress, "_enabled", True)
+    evaluate_export(export, ml, split, K, True)
+    assert capsys.readouterr().err == ""          # not a terminal: no bar characters
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    evaluate_export(export, ml, split, K, True)
+    shown = "".join(terminal.text)
+    for what in ("embedding items", "embedding users", "searching"):
+        assert what in shown, shown
+
+
+def test_loading_bars_on_a_terminal_only(world, monkeypatch, capsys, tmp_path):
+    from dssm_tf import progress
+    from dssm_tf.config import DataConfig
+    from dssm_tf.data.sources import load_dataset
+
+    monkeypatch.setattr(progress, "_enabled", True)
+    events = tmp_path / "events.csv"
+    events.write_text("user,item,time\nu1,i1,10\nu1,i2,20\nu2,i1,30\n")
+    tabular = DataConfig(dataset="tabular", interactions=str(events), user_column="user",
+                         item_column="item", time_column="time")
+    movielens = DataConfig(data_dir=str(world["root"] / "ml-1m"))
+    quiet = [load_dataset(config) for config in (movielens, tabular)]
+    assert capsys.readouterr().err == ""
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    shown = [load_dataset(config) for config in (movielens, tabular)]
+    text = "".join(terminal.text)
+    assert "loading movielens-1m" in text and "loading tabular" in text, text
+    for before, after in zip(quiet, shown):   # the same data either way
+        assert before.interactions.equals(after.interactions)

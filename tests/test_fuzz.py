@@ -26,7 +26,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

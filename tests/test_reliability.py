@@ -4,7 +4,6 @@ TensorFlow's start-up noise, and the input cases the contract used to leave open
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import pytest
 from dssm_tf.errors import InputError
 from tests import synthetic
 from tests.conftest import REPO_ROOT, command_env, load_ml
-from tests.synthetic import CUTOFF, TINY_RATINGS, write_movielens
+from tests.synthetic import TINY_RATINGS, write_movielens
 
 TINY_TRAIN = ("--epochs=1", "--batch_size=64", "--embedding_dim=8", "--hidden_units=8",
               "--k=10", "--verbose=false", "--nobaselines")

@@ -1,5 +1,6 @@
 """faiss retrieval against brute-force numpy top-K, with and without seen-item exclusion."""
 
+import faiss
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -179,3 +180,103 @@ def test_buckets_are_few_and_cover_every_row():
     np.testing.assert_array_equal(np.sort(np.concatenate(buckets)), np.arange(len(need)))
     for bucket in buckets:  # depth k + max(need) wastes at most ~25% over the smallest need
         assert need[bucket].max() + 1 <= 1.25 * (need[bucket].min() + 1) + 1
+
+
+# --- scale: bounded chunks, sparse exclusion lookups, deep (heavy-user) buckets --------------------
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_small_chunks_give_the_same_lists(problem, monkeypatch, kind):
+    """Chunks of a few users and cells (as heavy users' deep buckets get at scale) change
+    nothing: the same lists and scores as one chunk per bucket."""
+    users, items, item_ids, exclude = problem
+    index = retrieval.build_index(items, kind, **({"nlist": 8, "nprobe": 2} if kind == "ivf"
+                                                  else {}))
+    want, want_scores = retrieval.search(index, users, 30, exclude=exclude, item_ids=item_ids,
+                                         return_scores=True)
+    monkeypatch.setattr(retrieval, "_CHUNK_ROWS", 7)
+    monkeypatch.setattr(retrieval, "_CHUNK_CELLS", 500)  # below one row's depth: 1 row a chunk
+    monkeypatch.setattr(retrieval, "_COUNT_ROWS", 3)
+    got, got_scores = retrieval.search(index, users, 30, exclude=exclude, item_ids=item_ids,
+                                       return_scores=True)
+    np.testing.assert_array_equal(got < 0, want < 0)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+    assert np.mean(got == want) > 0.99
+    assert_valid(got, item_ids, exclude)
+    if kind == "flat":
+        ref, scores = brute_force(users, items, item_ids, 30, exclude)
+        assert_same_lists(got, ref, scores)
+
+
+def test_excluded_counts_are_those_of_the_index(problem, monkeypatch):
+    """`need` counts a user's excluded items that are in the index, block by block."""
+    _, _, item_ids, exclude = problem
+    want = np.asarray((exclude[:, item_ids] != 0).sum(axis=1)).ravel()
+    multiplicity = np.bincount(item_ids, minlength=exclude.shape[1])
+    np.testing.assert_array_equal(retrieval._excluded_counts(exclude, multiplicity), want)
+    monkeypatch.setattr(retrieval, "_COUNT_ROWS", 4)
+    np.testing.assert_array_equal(retrieval._excluded_counts(exclude, multiplicity), want)
+
+
+def test_exclusion_accepts_any_sparse_form_and_never_copies_a_csr(problem):
+    users, items, item_ids, exclude = problem
+    index = retrieval.build_index(items)
+    want = retrieval.search(index, users, 20, exclude=exclude, item_ids=item_ids)
+    canonical = sp.csr_matrix(exclude)
+    assert retrieval._as_csr(canonical) is canonical          # split.seen is used as it is
+    # COO with repeated cells, and explicitly stored zeros (which exclude nothing).
+    coo = sp.coo_matrix(exclude)
+    repeated = sp.coo_matrix((np.r_[coo.data, coo.data], (np.r_[coo.row, coo.row],
+                                                          np.r_[coo.col, coo.col])),
+                             shape=exclude.shape)
+    np.testing.assert_array_equal(
+        retrieval.search(index, users, 20, exclude=repeated, item_ids=item_ids), want)
+    zeros = sp.csr_matrix(exclude, copy=True)
+    zeros.data[:] = 0.0          # stored, but zero: nothing is excluded
+    np.testing.assert_array_equal(retrieval.search(index, users, 20, exclude=zeros,
+                                                   item_ids=item_ids),
+                                  retrieval.search(index, users, 20, item_ids=item_ids))
+    dense = exclude.toarray()
+    np.testing.assert_array_equal(
+        retrieval.search(index, users, 20, exclude=dense, item_ids=item_ids), want)
+
+
+def test_heavy_users_search_deep_and_capped_at_the_index():
+    """A heavy user (seen most of the catalogue, as ML-25M's 20,000-rating users) gets the k
+    best unseen items; a user who has seen all but a few gets exactly those few."""
+    rng = np.random.default_rng(5)
+    num_items, k = 3000, 50
+    items = rng.standard_normal((num_items, 8)).astype(np.float32)
+    users = rng.standard_normal((6, 8)).astype(np.float32)
+    counts = [0, 40, 900, 2500, num_items - 10, num_items]
+    rows = np.repeat(np.arange(len(users)), counts)
+    cols = np.concatenate([rng.choice(num_items, size=c, replace=False) for c in counts])
+    exclude = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(users), num_items))
+    item_ids = np.arange(num_items)
+    ref, scores = brute_force(users, items, item_ids, k, exclude, num_movies=num_items)
+    for kind in ("flat", "hnsw", "ivf"):
+        index = retrieval.build_index(items, kind)
+        top = retrieval.search(index, users, k, exclude=exclude, item_ids=item_ids)
+        assert_valid(top, item_ids, exclude)
+        np.testing.assert_array_equal((top >= 0).sum(axis=1), [k, k, k, k, 10, 0])
+        if kind == "flat":
+            assert_same_lists(top, ref, scores)
+        elif kind == "hnsw":  # the heavy users' searches are deep enough to scan: exact
+            np.testing.assert_array_equal(np.sort(top[2:], axis=1), np.sort(ref[2:], axis=1))
+
+
+def test_hnsw_walks_shallow_searches_and_scans_deep_ones(monkeypatch):
+    """HNSW walks the graph while a search is shallower than 1/128 of the items (cheaper than
+    a scan) and scans the stored vectors beyond (a walk that deep costs more)."""
+    users, items = clustered(num_items=6400, num_users=50)
+    index = retrieval.build_index(items, "hnsw", ef_search=16)
+    calls = []
+    storage = type(faiss.downcast_index(index.storage))
+    original = storage.search
+    monkeypatch.setattr(storage, "search",
+                        lambda self, *a, **kw: calls.append(a[1]) or original(self, *a, **kw))
+    retrieval.search(index, users, 50)            # 50 <= 6400 / 128: the graph
+    assert calls == []
+    top = retrieval.search(index, users, 51)      # deeper: the scan, exact
+    assert calls and set(calls) == {51}
+    ref, scores = brute_force(users, items, np.arange(len(items)), 51, num_movies=len(items))
+    assert_same_lists(top, ref, scores)

@@ -341,7 +341,6 @@ def test_csv_lines_are_physical_lines(tmp_path):
     movies = list(CSV_MOVIES[:2]) + ['209163,"Bad Poems\n(2018)",Drama', "4,Heat,Action",
                                      "5,Balto,Animation", "6,Up,Animation", "296,Copy,Drama"]
     folder = layouts.write_csv_release(tmp_path, ratings=ratings)
-    path = os.path.join(folder, "ratings.csv")
     raises_input_error(r"/ratings\.csv:4: expected a rating in 0\.5\.\.5, got '9\.0'$",
                        lambda: load("movielens-25m", folder))
     folder = layouts.write_csv_release(tmp_path, movies=movies)

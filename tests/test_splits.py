@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from dssm_tf.config import LEAVE_LAST_ONE_OUT, PROTOCOLS, TIME_SPLIT, SplitConfig
 from dssm_tf.data import splits
@@ -252,3 +253,70 @@ def test_histories_on_synthetic_are_chronological(synthetic_data):
                       if u == uid and t < CUTOFF)
         want = [int(ml.item_index([m])[0]) + 1 for _, _, m in mine][-length:]
         assert row.tolist() == [0] * (length - len(want)) + want
+
+
+# --- the fast paths at scale: identical to the straightforward definitions ----------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chronological_order_equals_the_three_key_lexsort(seed):
+    rng = np.random.default_rng(seed)
+    n = 5000
+    user = rng.integers(0, 40, size=n)
+    stamp = rng.integers(-50, 50, size=n) * 1000 + 978300000  # many ties within a user
+    want = np.lexsort((np.arange(n), stamp, user))
+    np.testing.assert_array_equal(splits.chronological_order(user, stamp), want)
+    # Negative times, the int64 extremes (no room for the combined key: the lexsort path),
+    # float times, and nothing at all.
+    stamp[:3] = [-(2**62), 2**62, -5]
+    np.testing.assert_array_equal(splits.chronological_order(user, stamp),
+                                  np.lexsort((np.arange(n), stamp, user)))
+    floats = stamp[3:].astype(np.float64) + 0.5
+    np.testing.assert_array_equal(splits.chronological_order(user[3:], floats),
+                                  np.lexsort((np.arange(n - 3), floats, user[3:])))
+    assert len(splits.chronological_order(np.zeros(0, np.int64), np.zeros(0, np.int64))) == 0
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_binary_matrix_equals_the_coo_construction(grouped):
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 50, size=2000)
+    items = rng.integers(0, 70, size=2000)   # many repeats of a (user, item) pair
+    if grouped:
+        users = np.sort(users)
+    got = splits.binary_matrix(users, items, (60, 80))
+    want = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(60, 80))
+    want.sum_duplicates()
+    want.data[:] = 1.0
+    assert got.shape == want.shape and got.dtype == np.float32 and got.has_canonical_format
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+        assert getattr(got, name).dtype == getattr(want, name).dtype, name
+    empty = splits.binary_matrix(np.zeros(0, np.int64), np.zeros(0, np.int64), (3, 4))
+    assert empty.shape == (3, 4) and empty.nnz == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_split_train_order_and_seen_match_the_definitions(synthetic_data, protocol):
+    ml = load_ml(synthetic_data.folder)
+    split = make_split(ml, protocol)
+    frame = ml.interactions
+    order = np.lexsort((np.arange(len(frame)), frame.timestamp.to_numpy(),
+                        frame.user.to_numpy()))
+    kept = frame.iloc[order]
+    kept = kept[kept.index.isin(np.setdiff1d(frame.index, _test_positions(frame, split)))]
+    np.testing.assert_array_equal(split.train.user, kept.user)
+    np.testing.assert_array_equal(split.train.item, kept.item)
+    np.testing.assert_array_equal(split.train.timestamp, kept.timestamp)
+    want = sp.csr_matrix((np.ones(len(split.train)), (split.train.user, split.train.item)),
+                         shape=(ml.num_users, ml.num_items))
+    assert (split.seen != (want > 0)).nnz == 0
+    rows = np.arange(0, len(split.train), 2)   # grouped by user, and not (the COO path)
+    np.testing.assert_array_equal(split.seen_rows(rows).toarray(),
+                                  split.seen_rows(rows[::-1]).toarray())
+
+
+def _test_positions(frame, split):
+    """Positions of `frame` that are test interactions or dropped (not training ones)."""
+    train_keys = set(zip(split.train.user, split.train.item, split.train.timestamp))
+    return np.array([i for i, key in enumerate(zip(frame.user, frame.item, frame.timestamp))
+                     if key not in train_keys], dtype=np.int64)

@@ -47,9 +47,9 @@ import time
 
 import numpy as np
 
-import dssm_tf
 from dssm_tf import config
 from dssm_tf.cli import app
+from dssm_tf.cli.children import PACKAGE_PARENT, run_measured
 from dssm_tf.cli import flags as cli
 from dssm_tf.config import SplitConfig
 from dssm_tf.data.dataset import Dataset
@@ -61,7 +61,6 @@ from dssm_tf.evaluation.baselines.popularity import popularity_scorer
 from dssm_tf.io import atomic_write, check_writable_folder, write_json, write_text
 
 FLAGS = cli.FLAGS
-PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(dssm_tf.__file__)))
 DEFAULT_CONFIGS_DIR = os.path.join(PACKAGE_PARENT, "configs")
 BASELINES = ("popularity", "itemcf")
 RUN_RECORD = "benchmark_run.json"
@@ -211,13 +210,6 @@ def _log_tail(path: str, lines: int = 15) -> str:
     return "\n".join("    " + line for line in tail)
 
 
-def _environment() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [PACKAGE_PARENT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
 def execute(run: Run, checksums: dict, reuse: bool) -> Run:
     """Train (or reuse) one run; never raises for a failed training."""
     record = run.record(checksums)
@@ -235,20 +227,11 @@ def execute(run: Run, checksums: dict, reuse: bool) -> Run:
         shutil.rmtree(run.model_dir)  # a stale or different run: start afresh
     os.makedirs(run.model_dir, exist_ok=True)
     write_json(os.path.join(run.model_dir, RUN_RECORD), record)
-    start = time.perf_counter()
     with open(run.log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT,
-                                env=_environment(), stdin=subprocess.DEVNULL)
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    run.wall_seconds = time.perf_counter() - start
-    run.child_peak_rss_mb = usage.ru_maxrss / 1024.0
-    run.returncode = proc.returncode
+        done = run_measured(run.command, stdout=log, stderr=subprocess.STDOUT)
+    run.wall_seconds = done.wall_seconds
+    run.child_peak_rss_mb = done.peak_rss_bytes / 2**20
+    run.returncode = done.returncode
     if run.returncode != 0:
         run.status, run.error = "failed", f"exit status {run.returncode}"
         return run

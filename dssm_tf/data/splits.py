@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dssm_tf.config import LEAVE_LAST_ONE_OUT, TIME_SPLIT, SplitConfig
+from dssm_tf.config import TIME_SPLIT, SplitConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.errors import ConfigError
 
@@ -65,11 +65,7 @@ class Split:
         """Binary users x items matrix of the training interactions at positions `rows`."""
         users = self.train.user.to_numpy()[rows]
         items = self.train.item.to_numpy()[rows]
-        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)),
-                               shape=(self.num_users, self.num_items))
-        matrix.sum_duplicates()
-        matrix.data[:] = 1.0
-        return matrix
+        return binary_matrix(users, items, (self.num_users, self.num_items))
 
     @functools.cached_property
     def item_counts(self) -> np.ndarray:
@@ -85,6 +81,53 @@ class Split:
         ends = self.user_offsets[np.asarray(users) + 1]
         return history_window(self.train.item.to_numpy(), self.user_offsets[users], ends,
                               length)
+
+
+def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """Canonical float32 CSR matrix with a 1 at each (user, item) pair (repeats count once).
+
+    Training rows come grouped by user, so the CSR arrays are laid out directly (per-row sort
+    and merge of repeats only): about twice as fast as going through COO at 25M rows, and the
+    same matrix.
+    """
+    users = np.asarray(users)
+    items = np.asarray(items)
+    num_users, num_items = shape
+    grouped = len(users) == 0 or bool(np.all(users[1:] >= users[:-1]))
+    if not grouped:
+        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+    else:
+        index_dtype = np.int32 if max(num_users, num_items, len(users)) < 2**31 else np.int64
+        indptr = np.zeros(num_users + 1, index_dtype)
+        np.cumsum(np.bincount(users, minlength=num_users), out=indptr[1:])
+        matrix = sp.csr_matrix((np.ones(len(users), np.float32), items.astype(index_dtype),
+                                indptr), shape=shape)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def chronological_order(user: np.ndarray, stamp: np.ndarray) -> np.ndarray:
+    """Positions sorted by user, then time, then position (`np.lexsort` of the three).
+
+    One stable sort of a combined int64 key ``user * span + (time - earliest)`` when it cannot
+    overflow (always for real data: 2^63 / 1e6 users leaves ~290,000 years of seconds), about
+    5x faster than the three-key lexsort at 25M rows; the lexsort otherwise.
+    """
+    user = np.asarray(user)
+    stamp = np.asarray(stamp)
+    if len(user) == 0:
+        return np.zeros(0, np.int64)
+    low_user, high_user = int(user.min()), int(user.max())
+    low, high = int(stamp.min()), int(stamp.max())
+    span = high - low + 1
+    integers = np.issubdtype(user.dtype, np.integer) and np.issubdtype(stamp.dtype,
+                                                                     np.integer)
+    if integers and low_user >= 0 and high < 2**63 and (high_user + 1) * span < 2**63:
+        key = np.multiply(user, np.int64(span), dtype=np.int64)
+        key += np.subtract(stamp, np.int64(low), dtype=np.int64)
+        return np.argsort(key, kind="stable")
+    return np.lexsort((np.arange(len(user)), stamp, user))
 
 
 def history_window(items: np.ndarray, starts: np.ndarray, ends: np.ndarray,
@@ -124,7 +167,7 @@ def make_split(dataset: Dataset, config: SplitConfig) -> Split:
     config = resolve(dataset, config)
     interactions = dataset.interactions
     user, stamp = interactions.user.to_numpy(), interactions.timestamp.to_numpy()
-    order = np.lexsort((np.arange(len(interactions)), stamp, user))  # user, time, source order
+    order = chronological_order(user, stamp)  # user, time, source order
     if config.protocol == TIME_SPLIT:
         is_test = stamp >= config.cutoff
         if is_test.all():

@@ -58,9 +58,6 @@ import csv
 import dataclasses
 import datetime
 import os
-import re
-import shutil
-import tempfile
 import time
 
 import numpy as np
@@ -68,7 +65,7 @@ import pyarrow as pa
 from pyarrow import csv as arrow_csv
 
 from dssm_tf.errors import ConfigError
-from dssm_tf.io import check_writable_folder
+from dssm_tf.io import check_output_folder, staged_folder
 from dssm_tf.progress import progress
 
 RATINGS, MOVIES, README = "ratings.csv", "movies.csv", "README.txt"
@@ -78,7 +75,6 @@ MOVIES_HEADER = ("movieId", "title", "genres")
 # The first line of README.txt: how a folder is recognised as one this module wrote.
 MARKER = "Synthetic data set written by dssm_tf.synthetic (dssm_tf.data.synthetic)."
 BLOCK_ROWS = 1 << 20       # interactions generated and written at once
-PARTIAL, OLD = ".partial-", ".old-"   # temporary names beside the target: .<name><kind><pid>-*
 
 # ML-25M's genres (movies.csv), in the alphabetical order GroupLens lists them in.
 GENRES = ("Action", "Adventure", "Animation", "Children", "Comedy", "Crime", "Documentary",
@@ -497,48 +493,7 @@ def is_synthetic(folder: str) -> bool:
 def check_out(out: str) -> None:
     """ConfigError("out") unless `out` is new, an empty folder or a data set of this module,
     in a folder this process can write."""
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise ConfigError("out", f"{out} is a file, not a folder: give a new folder")
-    if os.path.isdir(out) and os.listdir(out) and not is_synthetic(out):
-        raise ConfigError("out", f"{out} is a folder holding other files (not a data set "
-                                 f"written by dssm_tf.synthetic): give a new or empty folder")
-    check_writable_folder(os.path.dirname(os.path.abspath(out)), "out")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def clear_stale(out: str) -> list[str]:
-    """Remove the temporary folders beside `out` that dead runs left; returns their paths."""
-    parent, name = os.path.split(os.path.abspath(out))
-    pattern = re.compile(re.escape(f".{name}") + f"(?:{re.escape(PARTIAL)}|{re.escape(OLD)})"
-                         + r"(\d+)-.*")
-    removed = []
-    for entry in os.listdir(parent):
-        found = pattern.fullmatch(entry)
-        if found and not _alive(int(found.group(1))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-            removed.append(os.path.join(parent, entry))
-    return removed
-
-
-def _publish(tmp: str, out: str) -> None:
-    """Rename the finished `tmp` to `out`, replacing an empty folder or an earlier data set."""
-    if os.path.isdir(out) and os.listdir(out):
-        parent, name = os.path.split(os.path.abspath(out))
-        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}{OLD}{os.getpid()}-")
-        os.rename(out, os.path.join(old, "data"))
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out)   # replaces an empty folder
+    check_output_folder(out, "out", is_synthetic, "a data set written by dssm_tf.synthetic")
 
 
 def write_dataset(out: str, spec: Spec, command: str | None = None) -> Summary:
@@ -553,11 +508,7 @@ def write_dataset(out: str, spec: Spec, command: str | None = None) -> Summary:
     spec.validate()
     out = os.path.abspath(out)
     check_out(out)
-    parent, name = os.path.split(out)
-    os.makedirs(parent, exist_ok=True)
-    clear_stale(out)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}{PARTIAL}{os.getpid()}-")
-    try:
+    with staged_folder(out) as tmp:
         plan = make_plan(spec)
         _write_movies(os.path.join(tmp, MOVIES), plan)
         popularity = np.zeros(spec.items, np.int64)
@@ -580,11 +531,4 @@ def write_dataset(out: str, spec: Spec, command: str | None = None) -> Summary:
                           seconds=0.0)
         with open(os.path.join(tmp, README), "w", encoding="utf-8") as f:
             f.write(readme_text(plan, summary, command))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)   # mkdtemp's 0700 is for the temporary name only
-        _publish(tmp, out)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
     return dataclasses.replace(summary, seconds=round(time.perf_counter() - started, 2))

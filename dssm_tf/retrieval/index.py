@@ -17,8 +17,10 @@ back to its item index.
 Seen-item exclusion never loses candidates: users are grouped into buckets by how many of their
 excluded items are in the index, and each bucket is searched ``k + max excluded in bucket``
 deep (capped at the index size). Dropping the excluded items then still leaves the ``k`` best
-allowed ones. The buckets grow geometrically (a few dozen for ML-1M), and everything within a
-bucket is vectorised.
+allowed ones. The buckets grow geometrically (a few dozen for ML-1M, ~45 for ML-25M, whose
+heaviest users have seen 20,000 items), and everything within a bucket is vectorised, in chunks
+of at most 4096 users and 2M result cells (users x depth), so memory stays bounded however deep
+a bucket goes; excluded items are looked up in the sparse matrix, never in a dense mask.
 
 Usage::
 
@@ -37,13 +39,18 @@ import scipy.sparse as sp
 
 from dssm_tf.config import INDEX_KINDS, IndexConfig
 from dssm_tf.errors import ConfigError
+from dssm_tf.progress import progress
 
 DEFAULT_HNSW_M = 32
 DEFAULT_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
 _BUCKET_GROWTH = 1.25   # a bucket's depth is at most ~25% above its shallowest member's need
-_HNSW_SCAN_FRACTION = 4  # HNSW searches deeper than 1/4 of the items scan them exhaustively
-_CHUNK_ROWS = 4096      # rows per dense exclusion mask (4096 x 3706 bools = 15 MB on ML-1M)
+_HNSW_SCAN_FRACTION = 128  # HNSW searches deeper than 1/128 of the items scan them instead
+_CHUNK_ROWS = 4096      # at most this many users per faiss call
+_CHUNK_CELLS = 1 << 21  # and at most this many result cells (users x search depth): faiss'
+#                         results are 12 bytes a cell, the exclusion arrays ~5x that, so
+#                         ~150 MB at most however deep heavy users make the search
+_COUNT_ROWS = 8192      # users per block when counting excluded items in the index
 
 
 def _as_matrix(embeddings, name: str) -> np.ndarray:
@@ -151,6 +158,35 @@ def _buckets(need: np.ndarray) -> list[np.ndarray]:
     return [group for group in np.split(order, bounds) if len(group)]
 
 
+def _as_csr(exclude) -> sp.csr_matrix:
+    """`exclude` as a canonical CSR matrix (sorted columns, no repeats), not copied when it
+    already is one (``split.seen`` of 25M interactions is 200 MB)."""
+    if not (sp.issparse(exclude) and exclude.format == "csr"):
+        exclude = sp.csr_matrix(exclude)
+    if not exclude.has_canonical_format:
+        exclude = exclude.copy()
+        exclude.sum_duplicates()
+    return exclude
+
+
+def _excluded_counts(exclude: sp.csr_matrix, multiplicity: np.ndarray) -> np.ndarray:
+    """Per row of `exclude`, how many faiss rows its nonzero columns hold (`multiplicity[c]`
+    is the number of index rows of item c), in blocks of rows (no nnz-sized int64 arrays)."""
+    n = exclude.shape[0]
+    need = np.zeros(n, np.int64)
+    indptr = exclude.indptr.astype(np.int64)
+    for start in range(0, n, _COUNT_ROWS):
+        stop = min(n, start + _COUNT_ROWS)
+        low, high = indptr[start], indptr[stop]
+        hits = multiplicity[exclude.indices[low:high]]
+        hits[exclude.data[low:high] == 0] = 0  # explicitly stored zeros exclude nothing
+        total = np.zeros(high - low + 1, np.int64)
+        np.cumsum(hits, out=total[1:])
+        need[start:stop] = (total[indptr[start + 1:stop + 1] - low]
+                            - total[indptr[start:stop] - low])
+    return need
+
+
 def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | None = None,
            item_ids: np.ndarray | None = None, *, return_scores: bool = False):
     """The `k` best items per user, best first, as item indices ([n, k] int64, -1 pads).
@@ -162,6 +198,11 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
 
     Lists are only shorter than `k` when fewer allowed items exist. (An IVF row whose probed
     lists ran out of allowed items is searched again probing every list.)
+
+    Memory stays bounded at any scale: users are searched in chunks of at most `_CHUNK_ROWS`
+    users and `_CHUNK_CELLS` result cells (users x depth), and exclusion is looked up in the
+    sparse matrix (no dense users x items mask). A progress bar counts the users searched
+    (on a terminal only).
     """
     if k < 1:
         raise ValueError(f"k: expected at least 1, got {k}")
@@ -182,24 +223,30 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
     if exclude is None:
         need = np.zeros(n, np.int64)
     else:
-        exclude = sp.csr_matrix(exclude)
+        exclude = _as_csr(exclude)
         if exclude.shape[0] != n:
             raise ValueError(f"exclude: {exclude.shape[0]} rows for {n} users")
         if exclude.shape[1] <= item_ids.max():
             raise ValueError(f"exclude: {exclude.shape[1]} columns, item_ids go up to "
                              f"{item_ids.max()}")
         # Only excluded items that are in the index can take a place in a faiss result list.
-        need = np.asarray((exclude[:, item_ids] != 0).sum(axis=1)).ravel().astype(np.int64)
+        multiplicity = np.bincount(item_ids[item_ids >= 0], minlength=exclude.shape[1])
+        need = _excluded_counts(exclude, multiplicity)
 
-    def fill(rows_subset: np.ndarray, exhaustive: bool = False) -> None:
+    def fill(rows_subset: np.ndarray, exhaustive: bool = False, bar=None) -> None:
         for bucket in _buckets(need[rows_subset]) if exclude is not None else [None]:
-            group = rows_subset if bucket is None else rows_subset[bucket]
+            group = rows_subset if bucket is None else np.sort(rows_subset[bucket])
             depth = int(min(k + need[group].max(), total))
-            for start in range(0, len(group), _CHUNK_ROWS):
-                _fill_rows(index, queries, group[start:start + _CHUNK_ROWS], depth, k,
-                           exclude, item_ids, top, scores, exhaustive)
+            step = max(1, min(_CHUNK_ROWS, _CHUNK_CELLS // depth))
+            for start in range(0, len(group), step):
+                rows = group[start:start + step]
+                _fill_rows(index, queries, rows, depth, k, exclude, item_ids, top, scores,
+                           exhaustive)
+                if bar is not None:
+                    bar.update(len(rows))
 
-    fill(np.arange(n))
+    with progress(total=n, what="searching", unit="users") as bar:
+        fill(np.arange(n), bar=bar)
     if isinstance(index, faiss.IndexIVF):
         short = np.flatnonzero((top >= 0).sum(axis=1) < np.minimum(k, total - need))
         if len(short):
@@ -208,15 +255,33 @@ def search(index: faiss.Index, user_embeddings, k: int, exclude: sp.spmatrix | N
     return (top, scores) if return_scores else top
 
 
+def _excluded(exclude: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """[len(rows), depth] bool: is `items[i, j]` (-1: none) excluded for user `rows[i]`?
+
+    Looked up as sorted keys ``i * num_items + item`` of the rows' nonzero cells, so memory is
+    that of the result lists, not of a dense users x items mask (4096 x 59,000 on ML-25M)."""
+    block = exclude[rows]
+    num_items = np.int64(exclude.shape[1])
+    keys = np.repeat(np.arange(len(rows), dtype=np.int64) * num_items, np.diff(block.indptr))
+    keys += block.indices
+    keys = keys[block.data != 0]  # ascending: canonical rows, in row order
+    if len(keys) == 0:
+        return np.zeros(items.shape, bool)
+    wanted = np.arange(len(rows), dtype=np.int64)[:, None] * num_items + np.maximum(items, 0)
+    found = np.searchsorted(keys, wanted)
+    np.minimum(found, len(keys) - 1, out=found)
+    return (keys[found] == wanted) & (items >= 0)
+
+
 def _fill_rows(index, queries, rows, depth, k, exclude, item_ids, top, scores,
                exhaustive) -> None:
     """Search `rows` `depth` deep; write each one's first `k` allowed items into top/scores."""
     found_scores, labels = _raw_search(index, queries[rows], depth, exhaustive)
     items = np.where(labels >= 0, item_ids[np.maximum(labels, 0)], -1)
+    del labels
     keep = items >= 0
     if exclude is not None:
-        seen = exclude[rows].astype(bool).toarray()
-        keep &= ~seen[np.arange(len(rows))[:, None], np.maximum(items, 0)]
+        keep &= ~_excluded(exclude, rows, items)
     rank = np.cumsum(keep, axis=1) - 1
     r, c = np.nonzero(keep & (rank < k))
     top[rows[r], rank[r, c]] = items[r, c]

@@ -35,6 +35,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dssm_tf.errors import ConfigError
+from dssm_tf.io import process_alive
 from dssm_tf.serving import contract
 from dssm_tf.serving.retrieval import RetrievalModule
 
@@ -59,22 +60,12 @@ class _Serving(tf.Module):
         self.serve = serve
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clear_stale_staging(export_root: str) -> list[str]:
     """Remove staging folders whose writing process is gone; returns their names."""
     removed = []
     for name in os.listdir(export_root):
         pid = contract.staging_pid(name)
-        if pid is not None and not _alive(pid):
+        if pid is not None and not process_alive(pid):
             shutil.rmtree(os.path.join(export_root, name), ignore_errors=True)
             removed.append(name)
     return removed

@@ -55,6 +55,7 @@ from dssm_tf.data.schema import (CATEGORICAL, FLOAT32, INT64, MULTI, NUMERIC, ST
 from dssm_tf.data.sources import files
 from dssm_tf.errors import ConfigError, InputError
 from dssm_tf.io import md5
+from dssm_tf.progress import progress
 
 log = logging.getLogger("dssm_tf")
 
@@ -94,6 +95,13 @@ class _Side:
 
 def load(config: DataConfig) -> Dataset:
     """Read `config.interactions` (and `config.users` / `config.items`) into a `Dataset`."""
+    # A bar over the stages (reading, keys and features, checksums, indexing), on a terminal
+    # only: the stage it is in, and the time it has taken.
+    with progress(total=4, what="loading tabular", unit="stage") as bar:
+        return _load(config, bar)
+
+
+def _load(config: DataConfig, bar) -> Dataset:
     config.validate()
     users, items = _sides(config)
     _check_names(config, users, items)
@@ -107,13 +115,16 @@ def load(config: DataConfig) -> Dataset:
     for side in (users, items):
         if side.path is None:
             wanted.update({c: f for c, f in side.wanted.items() if c not in wanted})
+    bar.set_postfix_str(f"reading {os.path.basename(config.interactions)}")
     interactions = _read(config.interactions, encoding, wanted,
                          [c for side in (users, items) if side.path is None
                           for c in side.text_columns])
     tables = {side.name: _read(side.path, encoding, {side.key: f"{side.name}_column",
                                                      **side.wanted}, side.text_columns)
               for side in (users, items) if side.path is not None}
+    bar.update()
 
+    bar.set_postfix_str("keys and features")
     key_dtypes, features, side_tables = {}, {}, {}
     for side in (users, items):
         interactions, table, key_dtypes[side.name] = _keys(side, interactions,
@@ -136,7 +147,9 @@ def load(config: DataConfig) -> Dataset:
         frame[RATING] = files.numbers(interactions, config.rating_column)
     events = dataclasses.replace(interactions, frame=pd.DataFrame(frame, copy=False))
     del interactions, frame
+    bar.update()
 
+    bar.set_postfix_str("checksums")
     checksums = {}
     for path in (config.interactions, config.users, config.items):
         if path:
@@ -146,9 +159,12 @@ def load(config: DataConfig) -> Dataset:
         config, interactions=os.path.abspath(config.interactions),
         users=os.path.abspath(config.users) if config.users else None,
         items=os.path.abspath(config.items) if config.items else None)
+    bar.update()
+    bar.set_postfix_str("indexing")
     dataset = build_dataset(schema, events, resolved, users=side_tables["user"],
                             items=side_tables["item"], checksums=checksums,
                             default_cutoff=None)
+    bar.update()
     log.info("%s: %d interactions, %d users, %d items (%s user keys, %s item keys)",
              config.interactions, len(dataset.interactions), dataset.num_users,
              dataset.num_items, schema.user_key_dtype, schema.item_key_dtype)
@@ -254,9 +270,9 @@ def _keys(side: _Side, interactions: Table, table: Table | None,
         if side.name == "item":
             for holder in holders:
                 holder.fail(holder.frame[side.key].to_numpy() == 0,
-                            f"item key 0 is reserved: integer item keys pad serving "
-                            f"histories with 0 (number the items from 1, or give them keys "
-                            f"that are not integers, e.g. 'i0')")
+                            "item key 0 is reserved: integer item keys pad serving "
+                            "histories with 0 (number the items from 1, or give them keys "
+                            "that are not integers, e.g. 'i0')")
         return interactions, table, INT64
     interactions = _as_text(interactions, [side.key], encoding)
     if table is not None:
