@@ -17,4 +17,4 @@ logging.getLogger("tensorflow").setLevel(logging.WARNING)
 # `import faiss` would print those lines (one is a multi-line exception) on stderr.
 logging.getLogger("faiss").setLevel(logging.WARNING)
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
