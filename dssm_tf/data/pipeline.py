@@ -130,6 +130,40 @@ def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
     return math.ceil(rows / batch_size) if replicas == 1 else rows // batch_size
 
 
+def check_even_shares(batch_size: int, replicas: int) -> None:
+    """ConfigError("batch_size") unless the global batch splits evenly over the replicas."""
+    if replicas > 1 and batch_size % replicas:
+        raise ConfigError("batch_size", f"{batch_size} does not split evenly over "
+                                        f"{replicas} replicas")
+
+
+def training_steps(rows: int, batch_size: int, replicas: int = 1) -> int:
+    """`steps_per_epoch` of a training stream, which must have at least one step."""
+    steps = steps_per_epoch(rows, batch_size, replicas)
+    if steps == 0:
+        raise ConfigError("batch_size", f"{batch_size} is more than the {rows} training "
+                                        f"rows: no whole global batch to share")
+    return steps
+
+
+def with_negatives(features: dict, tables: "FeatureTables", sampler: Sampler,
+                   num_negatives: int, shared: bool, step_seed: tf.Tensor) -> dict:
+    """`features` of a batch plus `num_negatives` negatives a row (or, `shared`, for the whole
+    batch) drawn with `step_seed`, their item inputs and the mask of accidental positives."""
+    if not num_negatives:
+        return features
+    items = features["positive_item"]
+    batch = tf.size(items, tf.int64)
+    shape = tf.stack([num_negatives] if shared else [batch, num_negatives])
+    negatives = sampler.sample(shape, step_seed)
+    features["negatives"] = tables.item_features(negatives)
+    features["negative_items"] = negatives
+    # A negative that happens to be the positive must not count against it.
+    features["negative_mask"] = tf.not_equal(negatives[None, :] if shared else negatives,
+                                             items[:, None])
+    return features
+
+
 def _chunks(order_of_epoch, rows: int, batch_size: int, shard: Shard, first_epoch,
             epochs: int | None = None) -> tf.data.Dataset:
     """(key, rows) elements: for each global step, this shard's replicas' shares of the global
@@ -167,10 +201,7 @@ def _shuffled_batches(rows: np.ndarray, batch_size: int, seed: int, start_step: 
     if len(rows) == 0:
         raise ValueError("no rows to train on")
     table = tf.constant(rows)
-    steps = steps_per_epoch(len(rows), batch_size, shard.replicas)
-    if steps == 0:
-        raise ConfigError("batch_size", f"{batch_size} is more than the {len(rows)} training "
-                                        f"rows: no whole global batch to share")
+    steps = training_steps(len(rows), batch_size, shard.replicas)
     first_epoch, offset = divmod(start_step, steps)
     return _chunks(
         lambda epoch: tf.random.experimental.stateless_shuffle(
@@ -183,9 +214,7 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
              shard: Shard = Shard(), history_ends: np.ndarray | None = None) -> tf.data.Dataset:
     rows = np.asarray(rows, np.int64)
     ends = None if history_ends is None else tf.constant(np.asarray(history_ends, np.int64))
-    if shard.replicas > 1 and batch_size % shard.replicas:
-        raise ConfigError("batch_size", f"{batch_size} does not split evenly over "
-                                        f"{shard.replicas} replicas")
+    check_even_shares(batch_size, shard.replicas)
     if shuffle:
         keyed_rows = _shuffled_batches(rows, batch_size, seed, start_step, shard)
     elif shard.replicas == 1:
@@ -200,16 +229,7 @@ def _batches(tables: FeatureTables, rows: np.ndarray, sampler: Sampler, num_nega
         features = tables.interaction_features(
             batch_rows, tf.random.experimental.stateless_fold_in(step_seed, 1),
             history_end=None if ends is None else tf.gather(ends, batch_rows))
-        if num_negatives:
-            batch = tf.size(batch_rows, tf.int64)
-            shape = tf.stack([num_negatives] if shared else [batch, num_negatives])
-            negatives = sampler.sample(shape, step_seed)
-            features["negatives"] = tables.item_features(negatives)
-            features["negative_items"] = negatives
-            # A negative that happens to be the positive must not count against it.
-            features["negative_mask"] = tf.not_equal(
-                negatives[None, :] if shared else negatives, features["positive_item"][:, None])
-        return features
+        return with_negatives(features, tables, sampler, num_negatives, shared, step_seed)
 
     return keyed_rows.map(to_features, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
         tf.data.AUTOTUNE)

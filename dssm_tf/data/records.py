@@ -83,7 +83,8 @@ import tensorflow as tf
 
 from dssm_tf.config import RunConfig, SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.pipeline import FeatureTables, InputPipeline, Shard, validation_split
+from dssm_tf.data.pipeline import (FeatureTables, InputPipeline, Shard, check_even_shares,
+                                   training_steps, validation_split, with_negatives)
 from dssm_tf.data.pipeline import steps_per_epoch as _steps_per_epoch
 from dssm_tf.data.schema import FLOAT32, HISTORY, INT64, STRING, Schema
 from dssm_tf.data.splits import Split
@@ -474,13 +475,8 @@ class RecordPipeline(InputPipeline):
         fewer examples than an epoch of global steps takes (an epoch there is cut at
         `steps_per_epoch` whole per-replica batches, or ends early)."""
         shard = Shard.of(context)
-        if shard.replicas > 1 and self.batch_size % shard.replicas:
-            raise ConfigError("batch_size", f"{self.batch_size} does not split evenly over "
-                                            f"{shard.replicas} replicas")
-        steps = _steps_per_epoch(self.rows, self.batch_size, shard.replicas)
-        if steps == 0:
-            raise ConfigError("batch_size", f"{self.batch_size} is more than the {self.rows} "
-                                            f"training rows: no whole global batch to share")
+        check_even_shares(self.batch_size, shard.replicas)
+        steps = training_steps(self.rows, self.batch_size, shard.replicas)
         files, rows = self.files_of(context)
         if rows == 0:
             raise ConfigError("train_files", f"the files of input pipeline "
@@ -567,13 +563,5 @@ class RecordPipeline(InputPipeline):
         user[HISTORY] = self._history(parsed, rows, step_seed)
         features = {"user": user, "positive": self.tables.item_features(items),
                     "positive_item": items}
-        if self.num_negatives:
-            shared = self.shared_negatives
-            shape = tf.stack([self.num_negatives] if shared else [rows, self.num_negatives])
-            negatives = self.sampler.sample(shape, step_seed)
-            features["negatives"] = self.tables.item_features(negatives)
-            features["negative_items"] = negatives
-            # A negative that happens to be the positive must not count against it.
-            features["negative_mask"] = tf.not_equal(
-                negatives[None, :] if shared else negatives, items[:, None])
-        return features
+        return with_negatives(features, self.tables, self.sampler, self.num_negatives,
+                              self.shared_negatives, step_seed)

@@ -92,19 +92,26 @@ def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) 
     """
     users = np.asarray(users)
     items = np.asarray(items)
-    num_users, num_items = shape
     grouped = len(users) == 0 or bool(np.all(users[1:] >= users[:-1]))
+    ones = np.ones(len(users), np.float32)
     if not grouped:
-        matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)
+        matrix = sp.csr_matrix((ones, (users, items)), shape=shape)
     else:
-        index_dtype = np.int32 if max(num_users, num_items, len(users)) < 2**31 else np.int64
-        indptr = np.zeros(num_users + 1, index_dtype)
-        np.cumsum(np.bincount(users, minlength=num_users), out=indptr[1:])
-        matrix = sp.csr_matrix((np.ones(len(users), np.float32), items.astype(index_dtype),
-                                indptr), shape=shape)
+        matrix = csr_from_grouped_rows(users, items, ones, shape)
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
     return matrix
+
+
+def csr_from_grouped_rows(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+                          shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR matrix with `values[i]` at (`rows[i]`, `cols[i]`), for entries already in row
+    order: the arrays are laid out directly (no COO sort). Repeats are kept as they are."""
+    num_rows, num_cols = shape
+    index_dtype = np.int32 if max(num_rows, num_cols, len(rows)) < 2**31 else np.int64
+    indptr = np.zeros(num_rows + 1, index_dtype)
+    np.cumsum(np.bincount(rows, minlength=num_rows), out=indptr[1:])
+    return sp.csr_matrix((values, np.asarray(cols).astype(index_dtype), indptr), shape=shape)
 
 
 def chronological_order(user: np.ndarray, stamp: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from typing import Iterator
 import numpy as np
 import scipy.sparse as sp
 
-from dssm_tf.data.splits import Split
+from dssm_tf.data.splits import Split, csr_from_grouped_rows
 from dssm_tf.evaluation.scoring import Scorer
 from dssm_tf.progress import progress
 
@@ -174,11 +174,8 @@ def neighbor_matrix(seen, neighbors: int, memory_budget: int = MEMORY_BUDGET,
                 pool.shutdown(wait=True, cancel_futures=True)
     row, col, value = (np.concatenate(p) for p in zip(*parts)) if parts else (
         np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    indptr = np.zeros(num_items + 1, np.int64)
-    np.cumsum(np.bincount(row, minlength=num_items), out=indptr[1:])
-    index_dtype = np.int32 if max(len(col), num_items) < 2**31 else np.int64
-    return sp.csr_matrix((value.astype(np.float32, copy=False), col.astype(index_dtype),
-                          indptr.astype(index_dtype)), shape=(num_items, num_items))
+    return csr_from_grouped_rows(row, col, value.astype(np.float32, copy=False),
+                                 (num_items, num_items))
 
 
 def itemcf_scorer(split: Split, neighbors: int = 50) -> Scorer:
