@@ -38,7 +38,7 @@ import tensorflow as tf
 from dssm_tf.config import SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.negatives import make_sampler
-from dssm_tf.data.pipeline import FeatureTables, validation_split
+from dssm_tf.data.pipeline import FeatureTables, validation_history_ends, validation_split
 from dssm_tf.data.schema import HISTORY
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import ConfigError
@@ -64,6 +64,9 @@ class SequencePipeline:
             raise ConfigError("distribution", "--examples=sequences trains on one replica "
                                               "(its batches are not sharded yet)")
         self.fit_rows, self.val_rows = validation_split(split, training)
+        # Where the validation recall's histories stop (`ValidationRecall`).
+        self.val_history_ends = validation_history_ends(split, self.val_rows,
+                                                        training.validation)
         self.tables = FeatureTables(dataset, split, tower.history_length,
                                     user_features=tower.user_features,
                                     item_features=tower.item_features)

@@ -20,7 +20,7 @@ import tf_keras as keras
 
 from dssm_tf.config import RunConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.pipeline import InputPipeline, steps_per_epoch, validation_history_ends
+from dssm_tf.data.pipeline import InputPipeline, steps_per_epoch
 from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.data.splits import Split
 from dssm_tf.models.losses import make_loss
@@ -115,9 +115,7 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
             picked = np.sort(rng.choice(val_rows, min(training.validation_rows, len(val_rows)),
                                         replace=False))
             recall = ValidationRecall(pipeline.tables, picked, split.seen_rows(pipeline.fit_rows),
-                                      split.candidates,
-                                      history_ends=validation_history_ends(
-                                          split, val_rows, training.validation))
+                                      split.candidates, history_ends=pipeline.val_history_ends)
             callbacks.append(recall)
             monitor, mode = recall.name, "max"
         callbacks.append(keras.callbacks.EarlyStopping(
