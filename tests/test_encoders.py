@@ -95,3 +95,22 @@ def test_a_history_encoder_needs_a_history():
     with pytest.raises(ConfigError, match="needs --history_length") as error:
         TowerConfig(user_encoder="attention", history_length=0).validate()
     assert error.value.parameter == "user_encoder"
+
+
+def test_without_a_head_the_towers_score_in_the_item_embedding_space(synthetic_ml):
+    """`--hidden_units=` (configs/sequence.flags): no MLP on either side, as in SASRec — the
+    user vector is the encoder's last output and an item's vector is its row of the shared
+    embedding table, so the score is their dot product."""
+    user_tower, item_tower = tiny_towers(synthetic_ml, history_length=5, user_encoder="attention",
+                                         similarity="dot", hidden_units=(),
+                                         share_item_embeddings=True, user_features=False,
+                                         item_features=False, user_key_embedding=False)
+    items = synthetic_ml.item_keys[:4].astype(np.int64)
+    vectors = item_tower({"movie_id": tf.constant(items)}).numpy()
+    table = item_tower.key_embedding(item_tower.key_lookup(tf.constant(items))).numpy()
+    np.testing.assert_array_equal(vectors, table)
+    history = tf.constant(np.tile(items, (2, 1))[:, :4])
+    user = user_tower({"user_id": tf.constant([1, 2], tf.int64), "history": history}).numpy()
+    encoded = user_tower.encoder(*user_tower._history(history)).numpy()
+    assert user.shape == (2, 8)
+    np.testing.assert_allclose(user, encoded, rtol=1e-5, atol=1e-6)

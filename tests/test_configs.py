@@ -1,0 +1,46 @@
+"""The shipped `configs/*.flags` files: each parses into a valid run configuration through the
+command layer (`dssm_tf.cli.flags.run_config`), so a renamed flag or a value outside its choice
+list breaks a test rather than a user's first run."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from dssm_tf.cli import flags as cli_flags
+from tests.conftest import REPO_ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.flags")))
+
+
+@pytest.fixture
+def parse_flags():
+    """Parse a command line into the global flags; restore the defaults afterwards."""
+    def parse(*args):
+        cli_flags.FLAGS.unparse_flags()
+        cli_flags.FLAGS(["test", *args])
+        return cli_flags.run_config()
+    yield parse
+    cli_flags.FLAGS.unparse_flags()
+
+
+def test_every_config_is_found():
+    assert len(CONFIGS) >= 10 and any(c.endswith("sequence.flags") for c in CONFIGS)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_parses_and_validates(path, parse_flags):
+    run = parse_flags(f"--flagfile={path}")
+    assert run.training.batch_size > 0 and run.training.epochs > 0
+
+
+def test_sequence_config_is_the_sequence_model(parse_flags):
+    run = parse_flags(f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'sequence.flags')}")
+    assert (run.training.examples, run.tower.user_encoder) == ("sequences", "attention")
+    assert run.tower.share_item_embeddings and not run.tower.user_key_embedding
+    # A command-line flag after the flagfile overrides it (how the README tunes a config).
+    run = parse_flags(f"--flagfile={os.path.join(REPO_ROOT, 'configs', 'sequence.flags')}",
+                      "--epochs=3")
+    assert run.training.epochs == 3
