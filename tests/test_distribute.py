@@ -170,3 +170,24 @@ def test_multi_worker_needs_tf_config(tmp_path, data_dir):
     assert err.strip().splitlines() == [
         "error: --distribution: multi_worker needs $TF_CONFIG (the cluster and this "
         "process's task in it)"]
+
+
+@pytest.mark.parametrize("cluster,task,chief", [
+    ({"worker": ["a", "b"]}, ("worker", 0), True),
+    ({"worker": ["a", "b"]}, ("worker", 1), False),
+    ({"chief": ["c"], "worker": ["a"]}, ("worker", 0), False),
+    ({"chief": ["c"], "worker": ["a"]}, ("chief", 0), True),
+])
+def test_which_process_writes(monkeypatch, cluster, task, chief):
+    """Worker 0 writes unless the cluster names a chief; other kinds always write."""
+    from dssm_tf.errors import ConfigError
+    from dssm_tf.training import distribute
+
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": cluster, "task": {"type": task[0], "index": task[1]}}))
+    assert distribute.task() == task
+    assert distribute.is_chief("multi_worker") is chief
+    assert distribute.is_chief("mirrored") is True
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}, "task": {"type": "worker"}}')
+    with pytest.raises(ConfigError, match="task.index"):
+        distribute.is_chief("multi_worker")

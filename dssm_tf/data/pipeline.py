@@ -123,6 +123,14 @@ class Shard:
         return cls(context.num_replicas_in_sync, context.input_pipeline_id * per_pipeline,
                    per_pipeline)
 
+    def locate(self, epoch, steps, element):
+        """(global step, replica, key) of this shard's `element`-th per-replica batch of
+        `epoch` (of `steps` global steps): the shard's replicas take turns within a step, and
+        `key` numbers (step, replica) uniquely over the run — the seed of its negatives; with
+        one replica it is the step."""
+        step, replica = element // self.count, self.first + element % self.count
+        return step, replica, (epoch * steps + step) * self.replicas + replica
+
 
 def steps_per_epoch(rows: int, batch_size: int, replicas: int = 1) -> int:
     """Global steps an epoch: every row once (the last batch short) on one replica; only whole
@@ -167,8 +175,8 @@ def with_negatives(features: dict, tables: "FeatureTables", sampler: Sampler,
 def _chunks(order_of_epoch, rows: int, batch_size: int, shard: Shard, first_epoch,
             epochs: int | None = None) -> tf.data.Dataset:
     """(key, rows) elements: for each global step, this shard's replicas' shares of the global
-    batch, in replica order (what `distribute_datasets_from_function` hands out). `key` numbers
-    (step, replica) uniquely — the seed of its negatives; with one replica it is the step.
+    batch, in replica order (what `distribute_datasets_from_function` hands out), keyed by
+    `Shard.locate`.
     `order_of_epoch(e)` gives epoch e's order of the rows."""
     steps = steps_per_epoch(rows, batch_size, shard.replicas)
     share = batch_size // shard.replicas
@@ -177,9 +185,8 @@ def _chunks(order_of_epoch, rows: int, batch_size: int, shard: Shard, first_epoc
         order = order_of_epoch(epoch)
 
         def chunk(index):
-            step, replica = index // shard.count, shard.first + index % shard.count
+            step, replica, key = shard.locate(epoch, steps, index)
             start = step * batch_size + replica * share
-            key = (epoch * steps + step) * shard.replicas + replica
             return key, order[start:start + share]
 
         return tf.data.Dataset.range(steps * shard.count).map(chunk)

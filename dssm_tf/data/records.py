@@ -518,10 +518,8 @@ class RecordPipeline(InputPipeline):
                 size // share, tf.maximum(per_epoch - first, 0))
 
             def batch(j):
-                element = first + j
-                step, replica = element // shard.count, shard.first + element % shard.count
-                return ((epoch * steps + step) * shard.replicas + replica,
-                        tf.gather(block, permutation[j * share:(j + 1) * share]))
+                key = shard.locate(epoch, steps, first + j)[2]
+                return key, tf.gather(block, permutation[j * share:(j + 1) * share])
 
             return tf.data.Dataset.range(count).map(batch)
 

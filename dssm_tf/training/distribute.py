@@ -35,32 +35,40 @@ from dssm_tf.errors import ConfigError
 TF_CONFIG = "TF_CONFIG"
 
 
-def task() -> tuple[str, int] | None:
-    """(task type, index) of this process in `TF_CONFIG` (None without one), read without
-    TensorFlow, so the command can decide what this process may write before TF starts."""
+def _tf_config() -> dict | None:
+    """`TF_CONFIG` parsed (None without one), its task checked: a `ConfigError` if it is not
+    JSON with task.type and task.index."""
     raw = os.environ.get(TF_CONFIG)
     if not raw:
         return None
     try:
         config = json.loads(raw)
-        return str(config["task"]["type"]), int(config["task"]["index"])
+        config["task"] = {"type": str(config["task"]["type"]),
+                          "index": int(config["task"]["index"])}
+        return config
     except (ValueError, KeyError, TypeError):
         raise ConfigError("distribution", f"${TF_CONFIG} is not valid: expected JSON with "
                                           f"task.type and task.index, got {raw[:80]!r}") from None
+
+
+def task() -> tuple[str, int] | None:
+    """(task type, index) of this process in `TF_CONFIG` (None without one), read without
+    TensorFlow, so the command can decide what this process may write before TF starts."""
+    config = _tf_config()
+    return None if config is None else (config["task"]["type"], config["task"]["index"])
 
 
 def is_chief(kind: str) -> bool:
     """Whether this process writes the run's outputs (always, unless multi_worker)."""
     if kind != "multi_worker":
         return True
-    found = task()
-    if found is None:
+    config = _tf_config()
+    if config is None:
         raise ConfigError("distribution", f"multi_worker needs ${TF_CONFIG} (the cluster and "
                                           f"this process's task in it)")
-    cluster = json.loads(os.environ[TF_CONFIG]).get("cluster", {})
-    task_type, index = found
+    task_type, index = config["task"]["type"], config["task"]["index"]
     return task_type == "chief" or (task_type == "worker" and index == 0
-                                     and "chief" not in cluster)
+                                     and "chief" not in config.get("cluster", {}))
 
 
 def make_strategy(kind: str):
