@@ -35,7 +35,7 @@ TIME_SPLIT, LEAVE_LAST_ONE_OUT = "time_split", "leave_last_one_out"
 PROTOCOLS = (TIME_SPLIT, LEAVE_LAST_ONE_OUT)
 MISSING_KEYS = ("error", "drop")
 LOSSES = ("bce", "triplet", "softmax", "inbatch")
-SAMPLERS = ("uniform", "frequency", "inbatch")
+SAMPLERS = ("uniform", "frequency", "inbatch", "all")  # all: every item (sequences)
 SIMILARITIES = ("cosine", "dot")
 TRIPLET_DISTANCES = ("euclidean", "cosine")
 OPTIMIZERS = ("adam", "lazy_adam", "adagrad", "sgd")
@@ -315,13 +315,17 @@ class RunConfig:
         if self.training.train_files and self.training.examples == "sequences":
             raise ConfigError("train_files", "prepared files hold interactions: they train "
                                              "--examples=interactions")
+        if self.sampler.negative_sampler == "all" and self.training.examples != "sequences":
+            raise ConfigError("negative_sampler", "all (every item a candidate: a full "
+                                                  "softmax) trains --examples=sequences")
         if self.training.examples == "sequences":
             if self.loss.loss != "inbatch":
                 raise ConfigError("examples", "sequences train with --loss=inbatch (a softmax "
                                               "over the batch's items and shared negatives)")
             if self.tower.history_length < 1:
                 raise ConfigError("examples", "sequences need --history_length >= 1")
-            if self.sampler.negative_sampler != "inbatch" and self.sampler.num_negatives < 1:
+            if (self.sampler.negative_sampler not in ("inbatch", "all")
+                    and self.sampler.num_negatives < 1):
                 raise ConfigError("num_negatives", f"sequences with --negative_sampler="
                                                    f"{self.sampler.negative_sampler} score "
                                                    f"against sampled negatives: at least 1")

@@ -342,6 +342,15 @@ def test_candidate_softmax_both_forms_match_numpy():
                        tf.constant(labels)))
     assert got == pytest.approx(want, rel=1e-5)
 
+    # Every item a candidate (--negative_sampler=all): the exact softmax, nothing corrected.
+    scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
+                                     num_negatives=n, logq_weight=weight, full=True)
+    logits = user @ candidates.T / temperature
+    want = -_log_softmax(logits)[np.arange(positions), labels].mean()
+    got = float(scheme(tf.constant(user), tf.constant(candidates), tf.constant(items),
+                       tf.constant(labels)))
+    assert got == pytest.approx(want, rel=1e-5)
+
     scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
                                      num_negatives=n, logq_weight=weight, in_batch=False)
     positive = (user * candidates[labels]).sum(-1, keepdims=True)

@@ -25,9 +25,10 @@ def world(synthetic_session):
     return ml, split
 
 
-def _pipeline(world, crop="random", validation="last", negatives=4, batch=8, seed=0):
+def _pipeline(world, crop="random", validation="last", negatives=4, batch=8, seed=0,
+              sampler="uniform"):
     ml, split = world
-    return SequencePipeline(ml, split, SamplerConfig(num_negatives=negatives),
+    return SequencePipeline(ml, split, SamplerConfig(sampler, num_negatives=negatives),
                             TowerConfig(history_length=L),
                             TrainingConfig(batch_size=batch, seed=seed, validation=validation,
                                            sequence_crop=crop, examples="sequences"))
@@ -138,11 +139,30 @@ def test_validation_splits(world):
     assert sorted(np.r_[fit, val]) == list(range(len(stamps)))
 
 
+def test_the_all_sampler_makes_every_training_item_a_candidate_of_every_batch(world):
+    ml, split = world
+    trained = np.flatnonzero(split.item_counts > 0)
+    pipeline = _pipeline(world, sampler="all", negatives=0)
+    for batch in map(_numpy, pipeline.training().take(3)):
+        assert batch["negative_items"].tolist() == trained.tolist()
+        np.testing.assert_array_equal(batch["negatives"]["movie_id"], ml.item_keys[trained])
+
+
+def test_the_all_sampler_is_refused_outside_sequences():
+    from dssm_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="full softmax") as error:
+        run_config(loss="inbatch", negative_sampler="all", history_length=L).validate()
+    assert error.value.parameter == "negative_sampler"
+    run_config(examples="sequences", loss="inbatch", negative_sampler="all", num_negatives=0,
+               history_length=L).validate()
+
+
 def test_sequence_training_learns(world, tmp_path):
     from dssm_tf.training import trainer
 
     ml, split = world
-    for encoder, sampler in (("attention", "uniform"), ("mean", "inbatch")):
+    for encoder, sampler in (("attention", "uniform"), ("mean", "inbatch"), ("mean", "all")):
         run = run_config(examples="sequences", user_encoder=encoder, history_length=L,
                          loss="inbatch", negative_sampler=sampler, num_negatives=8,
                          temperature=0.2, epochs=3, batch_size=16, embedding_dim=8,

@@ -13,7 +13,8 @@ the L inputs, and the L targets shifted by one.
 - Batches: users are shuffled every epoch (seeded, stateless) and grouped by window length in
   buckets of 8 positions, and a batch is only as wide as its longest window: padding costs
   almost nothing, where a fixed width of L = 200 would spend half of every batch on it.
-- Negatives: `num_negatives` items shared by the batch, drawn on the fly by the sampler.
+- Negatives: `num_negatives` items shared by the batch, drawn on the fly by the sampler, or
+  with ``--negative_sampler=all`` every training item (a full softmax).
 - Validation: a user's window ends at their last validation interaction and covers all their
   training interactions before it; only validation interactions are targets.
 
@@ -74,6 +75,9 @@ class SequencePipeline:
         self.length = tower.history_length
         self.batch_size = training.batch_size
         self.num_negatives = sampler.num_negatives
+        # --negative_sampler=all: every training item is a candidate of every batch.
+        self.all_items = (tf.constant(np.flatnonzero(split.item_counts > 0), tf.int64)
+                          if sampler.negative_sampler == "all" else None)
         self.seed = training.seed
         self.random_crop = training.sequence_crop == "random"
         train_users = split.train.user.to_numpy()
@@ -133,9 +137,10 @@ class SequencePipeline:
                 "target_mask": target_mask}
 
     def _with_negatives(self, features: dict, step_seed: tf.Tensor) -> dict:
-        if self.num_negatives:
-            negatives = self.sampler.sample(tf.constant([self.num_negatives], tf.int64),
-                                            step_seed)
+        if self.all_items is not None or self.num_negatives:
+            negatives = (self.all_items if self.all_items is not None else
+                         self.sampler.sample(tf.constant([self.num_negatives], tf.int64),
+                                             step_seed))
             features["negatives"] = self.tables.item_features(negatives)
             features["negative_items"] = negatives
         return features

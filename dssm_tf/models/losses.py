@@ -231,6 +231,10 @@ class CandidateSoftmax(keras.layers.Layer):
       and sampling probability q, P target positions and N negatives a batch. Unlike log(p),
       it vanishes for items almost every batch holds: a large batch is close to a full
       softmax and is not corrected as if it were a small sample.
+    - full (``--negative_sampler=all``): the batch's items are every training item, so the
+      softmax is the exact one over the catalogue (as SASRec trained with cross-entropy) and
+      nothing is corrected. A logit matrix of positions x catalogue: affordable for
+      catalogues of a few thousand items, where it learns most per step.
     - sampled (``--negative_sampler=uniform|frequency``): over each position's own target and
       the N shared negatives only — P x (1 + N) logits, far fewer than P x distinct items. A
       negative equal to the target is masked; the negatives' logits lose `logq_weight` *
@@ -247,15 +251,17 @@ class CandidateSoftmax(keras.layers.Layer):
     def __init__(self, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
                  positions: float = 1.0, num_negatives: int = 0, logq_weight: float = 1.0,
-                 in_batch: bool = True, **kwargs):
+                 in_batch: bool = True, full: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         p = np.asarray(train_probabilities, np.float64)
         q = (np.asarray(negative_probabilities, np.float64) if num_negatives
              else np.zeros_like(p))
-        self.in_batch = in_batch
+        self.in_batch = in_batch or full
         self.temperature = temperature
-        if in_batch:
+        if full:
+            self.correction = tf.zeros([len(p)], tf.float32)
+        elif in_batch:
             missed = np.exp(positions * np.log1p(-np.minimum(p, 1 - 1e-12))
                             + num_negatives * np.log1p(-np.minimum(q, 1 - 1e-12)))
             inclusion = 1.0 - missed
@@ -285,18 +291,20 @@ class CandidateSoftmax(keras.layers.Layer):
 
 def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
               train_probabilities: np.ndarray, batch_size: float, num_negatives: int,
-              sequences: bool = False, in_batch: bool = True) -> LossScheme:
+              sequences: bool = False, candidates: str = "inbatch") -> LossScheme:
     """The scheme `config.loss` names. `sampler_probabilities` (per item index) drive the
     sampling correction of `bce`/`softmax` and the extra negatives of `inbatch`;
     `train_probabilities` are the in-batch positives' distribution. With `sequences`, the
-    in-batch softmax is `CandidateSoftmax` (over the batch's items, or with `in_batch` false
-    over sampled negatives only) and `batch_size` the target positions a batch."""
+    in-batch softmax is `CandidateSoftmax` over the `candidates` the sampler names: the
+    batch's items (``inbatch``), every item (``all``), or sampled negatives only (the
+    samplers), and `batch_size` is the target positions a batch."""
     config.validate()
     if sequences:
         return CandidateSoftmax(train_probabilities, sampler_probabilities,
                                 temperature=config.temperature, positions=batch_size,
                                 num_negatives=num_negatives, logq_weight=config.logq_weight,
-                                in_batch=in_batch)
+                                in_batch=candidates == "inbatch",
+                                full=candidates == "all")
     correction = (SamplingCorrection(sampler_probabilities)
                   if config.sampling_correction else None)
     if config.loss == "bce":

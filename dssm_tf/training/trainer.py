@@ -53,7 +53,7 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
                        batch_size=(pipeline.positions_per_batch if sequences
                                    else run.training.batch_size),
                        num_negatives=run.sampler.num_negatives, sequences=sequences,
-                       in_batch=run.sampler.negative_sampler == "inbatch")
+                       candidates=run.sampler.negative_sampler)
     model = TwoTowerModel(user_tower, item_tower, scheme)
     # tf_keras' loop of several steps per call does not trace under MultiWorkerMirrored
     # ("destinations can not be empty"): one step per call there; the updates are the same.
