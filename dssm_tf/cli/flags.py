@@ -86,7 +86,8 @@ flags.DEFINE_boolean("overwrite", False, "Start afresh even if --model_dir holds
 flags.DEFINE_enum("loss", "bce", list(config.LOSSES), "Loss scheme.")
 flags.DEFINE_enum("negative_sampler", "uniform", list(config.SAMPLERS),
                   "uniform: over training items; frequency: the seed's count^power mix; "
-                  "inbatch: the other positives of the batch (plus --num_negatives shared ones).")
+                  "inbatch: the other positives of the batch (plus --num_negatives shared ones); "
+                  "all: every training item (the exact softmax; --examples=sequences).")
 flags.DEFINE_integer("num_negatives", 3, "Sampled negatives per positive (shared by the batch "
                      "for --loss=inbatch).", lower_bound=0)
 flags.DEFINE_float("frequent_share", 0.3, "frequency sampler: share of negatives drawn from "
