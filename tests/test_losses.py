@@ -334,7 +334,7 @@ def test_candidate_softmax_both_forms_match_numpy():
     temperature, weight = 0.5, 0.7
 
     scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
-                                     num_negatives=n, logq_weight=weight, in_batch=True)
+                                     num_negatives=n, logq_weight=weight, candidates="inbatch")
     inclusion = 1 - (1 - p) ** positions * (1 - q) ** n
     logits = user @ candidates.T / temperature - weight * np.log(inclusion[items])[None]
     want = -_log_softmax(logits)[np.arange(positions), labels].mean()
@@ -344,7 +344,7 @@ def test_candidate_softmax_both_forms_match_numpy():
 
     # Every item a candidate (--negative_sampler=all): the exact softmax, nothing corrected.
     scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
-                                     num_negatives=n, logq_weight=weight, full=True)
+                                     num_negatives=n, logq_weight=weight, candidates="all")
     logits = user @ candidates.T / temperature
     want = -_log_softmax(logits)[np.arange(positions), labels].mean()
     got = float(scheme(tf.constant(user), tf.constant(candidates), tf.constant(items),
@@ -352,7 +352,7 @@ def test_candidate_softmax_both_forms_match_numpy():
     assert got == pytest.approx(want, rel=1e-5)
 
     scheme = losses.CandidateSoftmax(p, q, temperature=temperature, positions=positions,
-                                     num_negatives=n, logq_weight=weight, in_batch=False)
+                                     num_negatives=n, logq_weight=weight, candidates="uniform")
     positive = (user * candidates[labels]).sum(-1, keepdims=True)
     sampled = user @ candidates[negatives].T - temperature * weight * np.log(
         n * q[items[negatives]])[None]

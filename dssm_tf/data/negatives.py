@@ -94,7 +94,8 @@ class FrequencySampler(Sampler):
 
 def make_sampler(config: SamplerConfig, counts: np.ndarray) -> Sampler:
     """The sampler `config.negative_sampler` names, over items with training `counts`;
-    `inbatch` still gets a uniform one for optional extra (mixed) negatives."""
+    `inbatch` still gets a uniform one for optional extra (mixed) negatives, and `all` one whose
+    `support` is the items every batch holds."""
     config.validate()
     if config.negative_sampler == "frequency":
         return FrequencySampler(counts, config.frequent_share, config.frequent_min_count,

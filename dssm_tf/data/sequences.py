@@ -75,8 +75,9 @@ class SequencePipeline:
         self.length = tower.history_length
         self.batch_size = training.batch_size
         self.num_negatives = sampler.num_negatives
-        # --negative_sampler=all: every training item is a candidate of every batch.
-        self.all_items = (tf.constant(np.flatnonzero(split.item_counts > 0), tf.int64)
+        # --negative_sampler=all: every training item (the uniform sampler's support) is a
+        # candidate of every batch.
+        self.all_items = (tf.constant(self.sampler.support, tf.int64)
                           if sampler.negative_sampler == "all" else None)
         self.seed = training.seed
         self.random_crop = training.sequence_crop == "random"

@@ -221,9 +221,9 @@ class InBatchSoftmax(LossScheme):
 
 class CandidateSoftmax(keras.layers.Layer):
     """Softmax for training on sequences (every position of every window a target), in one of
-    two forms:
+    three forms, chosen by `candidates` (the ``--negative_sampler`` name):
 
-    - ``in_batch`` (``--negative_sampler=inbatch``): over the distinct items of the batch —
+    - in-batch (``inbatch``): over the distinct items of the batch —
       its targets, plus the shared sampled negatives — each item once, so no accidental hit is
       possible and the logit matrix is positions x distinct items, not positions x positions.
       The logQ correction subtracts `logq_weight` * log of the probability that an item is
@@ -231,11 +231,11 @@ class CandidateSoftmax(keras.layers.Layer):
       and sampling probability q, P target positions and N negatives a batch. Unlike log(p),
       it vanishes for items almost every batch holds: a large batch is close to a full
       softmax and is not corrected as if it were a small sample.
-    - full (``--negative_sampler=all``): the batch's items are every training item, so the
+    - full (``all``): the batch's items are every training item, so the
       softmax is the exact one over the catalogue (as SASRec trained with cross-entropy) and
       nothing is corrected. A logit matrix of positions x catalogue: affordable for
       catalogues of a few thousand items, where it learns most per step.
-    - sampled (``--negative_sampler=uniform|frequency``): over each position's own target and
+    - sampled (``uniform``, ``frequency``): over each position's own target and
       the N shared negatives only — P x (1 + N) logits, far fewer than P x distinct items. A
       negative equal to the target is masked; the negatives' logits lose `logq_weight` *
       log(N q) (the sampled-softmax correction: N draws stand for the whole catalogue).
@@ -251,17 +251,17 @@ class CandidateSoftmax(keras.layers.Layer):
     def __init__(self, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
                  positions: float = 1.0, num_negatives: int = 0, logq_weight: float = 1.0,
-                 in_batch: bool = True, full: bool = False, **kwargs):
+                 candidates: str = "inbatch", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         p = np.asarray(train_probabilities, np.float64)
         q = (np.asarray(negative_probabilities, np.float64) if num_negatives
              else np.zeros_like(p))
-        self.in_batch = in_batch or full
+        self.sampled = candidates not in ("inbatch", "all")
         self.temperature = temperature
-        if full:
-            self.correction = tf.zeros([len(p)], tf.float32)
-        elif in_batch:
+        if candidates == "all":
+            self.correction = None      # the exact softmax: nothing to correct
+        elif candidates == "inbatch":
             missed = np.exp(positions * np.log1p(-np.minimum(p, 1 - 1e-12))
                             + num_negatives * np.log1p(-np.minimum(q, 1 - 1e-12)))
             inclusion = 1.0 - missed
@@ -273,9 +273,10 @@ class CandidateSoftmax(keras.layers.Layer):
 
     def call(self, user, candidates, candidate_items, labels, negatives=None):
         labels = tf.cast(labels, tf.int32)
-        if self.in_batch:
+        if not self.sampled:
             logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
-            logits -= tf.gather(self.correction, candidate_items)[None, :]
+            if self.correction is not None:
+                logits -= tf.gather(self.correction, candidate_items)[None, :]
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=labels, logits=logits))
         negatives = tf.cast(negatives, tf.int32)
@@ -303,8 +304,7 @@ def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
         return CandidateSoftmax(train_probabilities, sampler_probabilities,
                                 temperature=config.temperature, positions=batch_size,
                                 num_negatives=num_negatives, logq_weight=config.logq_weight,
-                                in_batch=candidates == "inbatch",
-                                full=candidates == "all")
+                                candidates=candidates)
     correction = (SamplingCorrection(sampler_probabilities)
                   if config.sampling_correction else None)
     if config.loss == "bce":
