@@ -94,6 +94,11 @@ def _undecodable(path: str, encoding: str, raw: bytes | None = None) -> tuple[in
             lines += block.count(b"\n")
 
 
+_PADDING = re.compile(rb"[ \t\v\f]")              # white space pandas skips around numbers
+_PADDED_FIELD = r"^[ \t\v\f]|[ \t\v\f]$"
+_NOT_A_NUMBER = "expected a number in column "
+
+
 def _is_int64(text: str) -> bool:
     return (re.fullmatch(r"[+-]?[0-9]+", text) is not None
             and -2**63 <= int(text) < 2**63)
@@ -135,13 +140,22 @@ def read_delimited(path: str, columns: dict[str, str], sep: str = "::",
     except UnicodeDecodeError as error:
         raise _encoding_error(path, error, encoding) from None
     table = Table(frame, path, first_line=1)
+    # pandas reads " 7" or "7\v" as the number 7: where the file holds such white space, the
+    # number fields are checked as written.
+    written = parse(str) if _PADDING.search(raw) else None
     for name, kind in columns.items():
-        if kind == "int" and not pd.api.types.is_signed_integer_dtype(frame[name]):
-            text = parse(str)[name]  # the fields as written ("4.0" must not pass as 4)
+        if kind == "int" and (written is not None
+                              or not pd.api.types.is_signed_integer_dtype(frame[name])):
+            # The fields as written ("4.0" must not pass as 4, nor " 4").
+            text = (written if written is not None else parse(str))[name]
             bad = np.array([not _is_int64(value) for value in text])
             Table(pd.DataFrame({name: text}), path).fail(
                 bad, f"expected an integer {name}", name)
         elif kind == "float":
+            if written is not None:
+                text = written[name]
+                Table(pd.DataFrame({name: text}), path).fail(
+                    text.str.contains(_PADDED_FIELD).to_numpy(), _NOT_A_NUMBER + name, name)
             numbers(table, name)
     return table
 
@@ -473,7 +487,7 @@ def numbers(table: Table, column: str) -> np.ndarray:
     if not (pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)):
         values = pd.to_numeric(values, errors="coerce")
     values = values.to_numpy(np.float64)
-    table.fail(~np.isfinite(values), f"expected a number in column {column}", column)
+    table.fail(~np.isfinite(values), _NOT_A_NUMBER + column, column)
     return values
 
 
