@@ -186,6 +186,8 @@ class TowerConfig:
     share_item_embeddings: bool = False  # history items use the item tower's key embeddings
     attention_blocks: int = 2
     attention_heads: int = 1
+    attention_feed_forward: int = 1  # attention: the feed-forward layer's width / embedding_dim
+    attention_gating: bool = False   # attention: LiGR's sigmoid gates on the residual branches
     encoder_dropout: float = 0.2
 
     @property
@@ -206,6 +208,7 @@ class TowerConfig:
         _choice("user_encoder", self.user_encoder, ENCODERS)
         _at_least("attention_blocks", self.attention_blocks, 1)
         _at_least("attention_heads", self.attention_heads, 1)
+        _at_least("attention_feed_forward", self.attention_feed_forward, 1)
         for field in ("dropout", "encoder_dropout"):
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ConfigError(field, f"expected 0 <= {field} < 1, got "
@@ -263,6 +266,7 @@ class TrainingConfig:
     history_gap: int = 0
     examples: str = "interactions"   # sequences: every position of a user's sequence at once
     sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
+    shuffle_ties: bool = False       # sequences: a user's same-timestamp items in random order
     distribution: str = "none"       # tf.distribute strategy (`dssm_tf.training.distribute`)
     train_files: str | None = None   # TFRecord shards of `prepare` (glob), read instead of rows
     verbose: bool = True
@@ -318,6 +322,8 @@ class RunConfig:
         if self.sampler.negative_sampler == "all" and self.training.examples != "sequences":
             raise ConfigError("negative_sampler", "all (every item a candidate: a full "
                                                   "softmax) trains --examples=sequences")
+        if self.training.shuffle_ties and self.training.examples != "sequences":
+            raise ConfigError("shuffle_ties", "reorders the windows of --examples=sequences")
         if self.training.examples == "sequences":
             if self.loss.loss != "inbatch":
                 raise ConfigError("examples", "sequences train with --loss=inbatch (a softmax "

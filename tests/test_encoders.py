@@ -51,8 +51,18 @@ def test_attention_encoder_is_causal_and_serves_from_its_last_position():
     padded[0, :2] = np.random.default_rng(8).normal(size=(2, 8)) * 50
     np.testing.assert_allclose(encoder.sequence(tf.constant(padded), valid).numpy()[0, 2:],
                                full[0, 2:], rtol=1e-4, atol=1e-5)
-    # Serving is the last position; a narrower window is the same positions from the end.
+    # Serving is the last position (its last block attends from there only, whatever the
+    # depth); a narrower window is the same positions from the end.
     np.testing.assert_allclose(encoder(embeddings, valid).numpy(), full[:, -1], rtol=1e-5)
+    for blocks, wide, gated in ((1, 1, False), (3, 1, False), (2, 4, True)):
+        other = AttentionEncoder(length=6, dim=8, blocks=blocks, heads=2, feed_forward=wide,
+                                 gating=gated)
+        np.testing.assert_allclose(other(embeddings, valid).numpy(),
+                                   other.sequence(embeddings, valid).numpy()[:, -1],
+                                   rtol=1e-5, atol=1e-6)
+        # A block: 2 norms, 4 dense layers (+ 2 gates), 2 weights each; positions, final norm.
+        assert len(other.trainable_weights) == (12 + 4 * gated) * blocks + 1 + 2
+        assert other.blocks[0]["inner"].kernel.shape == (8, 8 * wide)
     np.testing.assert_allclose(encoder.sequence(embeddings[:, 2:], valid[:, 2:]).numpy()[0],
                                full[0, 2:], rtol=1e-4, atol=1e-5)
     # Dropout only in training; the order of the items matters (unlike a mean).

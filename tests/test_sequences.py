@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -26,12 +27,13 @@ def world(synthetic_session):
 
 
 def _pipeline(world, crop="random", validation="last", negatives=4, batch=8, seed=0,
-              sampler="uniform"):
+              sampler="uniform", shuffle_ties=False):
     ml, split = world
     return SequencePipeline(ml, split, SamplerConfig(sampler, num_negatives=negatives),
                             TowerConfig(history_length=L),
                             TrainingConfig(batch_size=batch, seed=seed, validation=validation,
-                                           sequence_crop=crop, examples="sequences"))
+                                           sequence_crop=crop, examples="sequences",
+                                           shuffle_ties=shuffle_ties))
 
 
 def _numpy(batch):
@@ -106,6 +108,46 @@ def test_latest_windows_are_fixed_and_random_ones_move_over_epochs(world):
         user = int(ml.user_index([key])[0])
         real = [h for h in history if h]
         assert ml.item_index(real).tolist() == sequences[user][-1 - len(real):-1]
+
+
+def test_shuffled_ties_reorder_only_the_items_of_one_timestamp(world):
+    ml, split = world
+    # Every three consecutive interactions of a user share a timestamp.
+    users = split.train.user.to_numpy()
+    position = np.arange(len(users)) - split.user_offsets[users]
+    tied = (ml, dataclasses.replace(split, train=split.train.assign(timestamp=position // 3)))
+    stamp = {(u, i): t for u, i, t in zip(users, split.train.item, position // 3)}
+    user_of_key = {int(k): i for i, k in enumerate(ml.user_keys)}
+    plain, shuffled = _pipeline(tied), _pipeline(tied, shuffle_ties=True)
+    steps = plain.steps_per_epoch * 2
+    moved = 0
+    for a, b in zip(map(_numpy, plain.training().take(steps)),
+                    map(_numpy, shuffled.training().take(steps))):
+        np.testing.assert_array_equal(a["target_mask"], b["target_mask"])
+        for row, key in enumerate(a["user"]["user_id"]):
+            user, mask = user_of_key[int(key)], a["target_mask"][row]
+
+            def window(batch):
+                inputs = ml.item_index(batch["user"]["history"][row][mask])
+                targets = batch["positive_item"][row][mask]
+                assert list(targets[:-1]) == list(inputs[1:])   # still shifted by one
+                return list(inputs) + [targets[-1]]
+
+            before, after = window(a), window(b)
+            times = [stamp[user, i] for i in before]
+            # The same items, and each timestamp's items still where that timestamp was.
+            assert [stamp[user, i] for i in after] == times
+            assert sorted(zip(times, before)) == sorted(zip(times, after))
+            moved += before != after
+    assert moved > 0
+
+
+def test_shuffled_ties_are_refused_outside_sequences():
+    from dssm_tf.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sequences") as error:
+        run_config(shuffle_ties=True, history_length=L).validate()
+    assert error.value.parameter == "shuffle_ties"
 
 
 def test_validation_windows_end_at_each_users_validation_item(world):

@@ -108,6 +108,9 @@ flags.DEFINE_enum("examples", "interactions", list(config.EXAMPLES), "Training e
 flags.DEFINE_enum("sequence_crop", "random", list(config.CROPS), "sequences: a user with more "
                   "than history_length + 1 items gets a random window each epoch, or always "
                   "the latest.")
+flags.DEFINE_boolean("shuffle_ties", False, "sequences: each training window puts a user's "
+                     "items that share a timestamp in a new random order (their source order "
+                     "says nothing: MovieLens logs a burst of ratings in the same second).")
 flags.DEFINE_integer("validation_rows", 20000, "At most this many held-out interactions are "
                      "scored for val_recall.", lower_bound=1)
 flags.DEFINE_enum("early_stopping_metric", "loss", list(config.EARLY_STOPPING_METRICS),
@@ -168,6 +171,12 @@ flags.DEFINE_boolean("share_item_embeddings", False, "The history's items use th
                      "key embeddings (one table, trained both as input and as candidate).")
 flags.DEFINE_integer("attention_blocks", 2, "attention: self-attention blocks.", lower_bound=1)
 flags.DEFINE_integer("attention_heads", 1, "attention: heads per block.", lower_bound=1)
+flags.DEFINE_integer("attention_feed_forward", 1, "attention: width of each block's feed-forward "
+                     "layer, in multiples of --embedding_dim (SASRec: 1, most transformers: 4).",
+                     lower_bound=1)
+flags.DEFINE_boolean("attention_gating", False, "attention: scale each block's attention and "
+                     "feed-forward output by a learned sigmoid gate of the block's input before "
+                     "adding it (LiGR, as in eSASRec).")
 flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",
                    lower_bound=0.0, upper_bound=0.95)
 

@@ -13,6 +13,10 @@ the L inputs, and the L targets shifted by one.
 - Batches: users are shuffled every epoch (seeded, stateless) and grouped by window length in
   buckets of 8 positions, and a batch is only as wide as its longest window: padding costs
   almost nothing, where a fixed width of L = 200 would spend half of every batch on it.
+- Ties: with ``--shuffle_ties`` a user's items that share a timestamp come in a new random
+  order in every training window. Their source order is arbitrary (MovieLens-1M logs half of
+  its consecutive ratings in the same second as the one before, and 42% of its last ratings),
+  so the encoder learns which items a burst holds, not one arbitrary order of them.
 - Negatives: `num_negatives` items shared by the batch, drawn on the fly by the sampler, or
   with ``--negative_sampler=all`` every training item (a full softmax).
 - Validation: a user's window ends at their last validation interaction and covers all their
@@ -87,6 +91,15 @@ class SequencePipeline:
         fit_start, fit_length = _runs(self.fit_rows, train_users[self.fit_rows],
                                       split.num_users)
         self.train_users = np.flatnonzero(fit_length >= 2).astype(np.int64)
+        # --shuffle_ties: the fit rows' tie groups (a user's items at one timestamp), numbered
+        # in order; a training window sorts its rows by group + noise.
+        self._fit_ties = None
+        if training.shuffle_ties:
+            stamps = split.train.timestamp.to_numpy()[self.fit_rows]
+            users = train_users[self.fit_rows]
+            new_group = (users[1:] != users[:-1]) | (stamps[1:] != stamps[:-1])
+            self._fit_ties = tf.constant(
+                np.concatenate([[0], np.cumsum(new_group)]).astype(np.float64))
         self._fit = (tf.constant(train_items[self.fit_rows]), tf.constant(fit_start),
                      tf.constant(fit_length), tf.ones(len(self.fit_rows), tf.bool))
         # Validation windows run over all training rows; only validation rows are targets.
@@ -108,9 +121,11 @@ class SequencePipeline:
 
     # --- batches -------------------------------------------------------------------------------
 
-    def _windows(self, users: tf.Tensor, runs, seed: tf.Tensor | None) -> dict:
+    def _windows(self, users: tf.Tensor, runs, seed: tf.Tensor | None,
+                 ties: tf.Tensor | None = None, ties_seed: tf.Tensor | None = None) -> dict:
         """Features of one window per user in `users` over `runs` (items, start, length,
-        is_target): the last L + 1 items of the run, or a random L + 1 of them."""
+        is_target): the last L + 1 items of the run, or a random L + 1 of them. With `ties`
+        (the rows' tie group numbers), the window's rows of one group come in random order."""
         items, starts, lengths, is_target = runs
         start, length = tf.gather(starts, users), tf.gather(lengths, users)
         end = start + length                    # one past the window's last item
@@ -126,6 +141,15 @@ class SequencePipeline:
         real = inputs >= tf.maximum(start, end - count)[:, None]
         safe_in = tf.maximum(inputs, 0)
         safe_target = tf.minimum(safe_in + 1, tf.size(items, tf.int64) - 1)
+        if ties is not None:
+            # The window's L + 1 rows (padding first) sorted by tie group + noise in [0, 1):
+            # groups keep their order, a group's rows are shuffled.
+            rows = tf.concat([safe_in, safe_target[:, -1:]], axis=1)
+            in_window = tf.concat([real, real[:, -1:]], axis=1)
+            noise = tf.random.stateless_uniform(tf.shape(rows), ties_seed, dtype=tf.float64)
+            key = tf.where(in_window, tf.gather(ties, rows) + noise, -1.0)
+            rows = tf.gather(rows, tf.argsort(key, axis=1, stable=True), batch_dims=1)
+            safe_in, safe_target = rows[:, :-1], rows[:, 1:]
         target_mask = real & tf.gather(is_target, safe_target)
         input_items = tf.gather(items, safe_in)
         target_items = tf.gather(items, safe_target)
@@ -167,7 +191,9 @@ class SequencePipeline:
             step_seed = tf.stack([tf.cast(seed, tf.int64), step])
             crop = (tf.random.experimental.stateless_fold_in(step_seed, 1)
                     if self.random_crop else None)
-            return self._with_negatives(self._windows(batch_users, self._fit, crop), step_seed)
+            windows = self._windows(batch_users, self._fit, crop, self._fit_ties,
+                                    tf.random.experimental.stateless_fold_in(step_seed, 2))
+            return self._with_negatives(windows, step_seed)
 
         first_epoch, offset = divmod(start_step, steps)
         stream = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches).skip(offset)

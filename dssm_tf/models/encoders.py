@@ -8,7 +8,9 @@ Both take right-aligned windows ``[B, W, d]`` (W <= L, the most recent item last
   the YouTube-DNN pooling dssm_tf always had. Its per-position form is the running mean.
 - `AttentionEncoder` (``--user_encoder=attention``): SASRec-style causal self-attention —
   learned position embeddings counted from the most recent item, `blocks` pre-norm blocks of
-  multi-head attention and a position-wise feed-forward layer, dropout, a padding mask. The
+  multi-head attention and a position-wise feed-forward layer (`feed_forward` times as wide
+  as the embedding), dropout, a padding mask; with `gating`, LiGR's learned sigmoid gates
+  scale what each block's attention and feed-forward add to its input (eSASRec). The
   output at position t only sees items up to t, so one forward pass over a user's sequence
   yields a training example at every position (the output at t predicts item t + 1), and the
   last position is the user's embedding at serving time.
@@ -55,7 +57,7 @@ class AttentionEncoder(keras.layers.Layer):
     """Causal self-attention over the history (see the module docstring)."""
 
     def __init__(self, length: int, dim: int, blocks: int = 2, heads: int = 1,
-                 dropout: float = 0.2, **kwargs):
+                 dropout: float = 0.2, feed_forward: int = 1, gating: bool = False, **kwargs):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"attention_heads ({heads}) must divide embedding_dim ({dim})")
@@ -68,9 +70,14 @@ class AttentionEncoder(keras.layers.Layer):
             "query_key_value": keras.layers.Dense(3 * dim),
             "attention_output": keras.layers.Dense(dim),
             "feed_forward_norm": keras.layers.LayerNormalization(epsilon=1e-6),
-            "inner": keras.layers.Dense(dim, activation="gelu"),
+            "inner": keras.layers.Dense(feed_forward * dim, activation="gelu"),
             "outer": keras.layers.Dense(dim),
         } for _ in range(blocks)]
+        if gating:  # LiGR: sigmoid(W x + b) scales what each branch adds to x
+            for block in self.blocks:
+                block["attention_gate"] = keras.layers.Dense(dim, activation="sigmoid")
+                block["feed_forward_gate"] = keras.layers.Dense(dim, activation="sigmoid")
+        self.gating = gating
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
     def _split_heads(self, x: tf.Tensor) -> tf.Tensor:
@@ -79,18 +86,24 @@ class AttentionEncoder(keras.layers.Layer):
         x = tf.reshape(x, [shape[0], shape[1], self.heads, self.dim // self.heads])
         return tf.transpose(x, [0, 2, 1, 3])
 
-    def _attention(self, block: dict, h: tf.Tensor, bias: tf.Tensor,
-                   training: bool) -> tf.Tensor:
+    def _attention(self, block: dict, h: tf.Tensor, bias: tf.Tensor, training: bool,
+                   last_query: bool = False) -> tf.Tensor:
+        """The block's attention output at every position, or at the last one only."""
         query, key, value = (self._split_heads(part) for part in
                              tf.split(block["query_key_value"](h), 3, axis=-1))
+        if last_query:
+            query = query[:, :, -1:]
         scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.dim // self.heads)
         weights = self.dropout(tf.nn.softmax(scores + bias), training=training)
         mixed = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
-        shape = tf.shape(h)
+        shape = tf.shape(mixed)
         return block["attention_output"](tf.reshape(mixed, [shape[0], shape[1], self.dim]))
 
-    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor,
-                 training: bool = False) -> tf.Tensor:
+    def _encode(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool,
+                last_only: bool) -> tf.Tensor:
+        """`[B, W, dim]` outputs, or `[B, 1, dim]` at the last position with `last_only`: the
+        last block then attends from that position alone (its keys still see every item), so
+        serving one embedding skips a block's worth of work on the other positions."""
         width = tf.shape(embeddings)[1]
         # Position L-1 is the most recent item, whatever the window's width.
         positions = tf.range(self.length - width, self.length)
@@ -103,16 +116,27 @@ class AttentionEncoder(keras.layers.Layer):
         causal = tf.linalg.band_part(tf.ones([width, width], x.dtype), -1, 0)
         seen = causal[None] * tf.cast(valid, x.dtype)[:, None, :]
         bias = ((seen - 1.0) * 1e9)[:, None]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            last = last_only and i == len(self.blocks) - 1
+            if last:  # from here on, the last position only
+                bias, keep = bias[:, :, -1:], keep[:, -1:]
             h = block["attention_norm"](x)
-            x += self.dropout(self._attention(block, h, bias, training), training=training)
+            attended = self.dropout(self._attention(block, h, bias, training, last),
+                                    training=training)
+            x = x[:, -1:] if last else x
+            x += block["attention_gate"](x) * attended if self.gating else attended
             h = block["feed_forward_norm"](x)
-            x += self.dropout(block["outer"](block["inner"](h)), training=training)
+            fed = self.dropout(block["outer"](block["inner"](h)), training=training)
+            x += block["feed_forward_gate"](x) * fed if self.gating else fed
             x *= keep
         return self.final_norm(x)
 
+    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor,
+                 training: bool = False) -> tf.Tensor:
+        return self._encode(embeddings, valid, training, last_only=False)
+
     def call(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.sequence(embeddings, valid, training=training)[:, -1]
+        return self._encode(embeddings, valid, training, last_only=True)[:, -1]
 
 
 def make_encoder(config: TowerConfig) -> keras.layers.Layer:
@@ -120,5 +144,6 @@ def make_encoder(config: TowerConfig) -> keras.layers.Layer:
     if config.user_encoder == "attention":
         return AttentionEncoder(config.history_length, config.embedding_dim,
                                 config.attention_blocks, config.attention_heads,
-                                config.encoder_dropout, name="history_encoder")
+                                config.encoder_dropout, config.attention_feed_forward,
+                                config.attention_gating, name="history_encoder")
     return MeanEncoder(name="history_encoder")
