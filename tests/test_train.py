@@ -238,6 +238,9 @@ def test_each_loss_trains_without_nan(float32_after, small_split, tmp_path, sche
     assert history["loss"][1] < history["loss"][0], history["loss"]
     if SCHEMES[scheme].get("early_stopping_metric") == "recall":
         assert all(0.0 <= v <= 1.0 for v in history["val_recall@50"])
+        for at50, at10, ndcg in zip(history["val_recall@50"], history["val_recall@10"],
+                                    history["val_ndcg@10"]):
+            assert at10 <= at50 and at10 / np.log2(11) <= ndcg <= at10
     if scheme == "bce":
         assert "auc" in history and "val_auc" in history
     embeddings = model.item_tower({"movie_id": ml.items.movie_id.to_numpy()[:5],

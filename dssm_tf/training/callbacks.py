@@ -22,7 +22,10 @@ from dssm_tf.evaluation import metrics
 class ValidationRecall(keras.callbacks.Callback):
     """Adds `val_recall@K` to the epoch logs: share of held-out training interactions whose
     item is in the top K of its user (history before it, or before `history_ends[row]` —
-    see `dssm_tf.data.pipeline.validation_history_ends`), the user's fit items excluded.
+    see `dssm_tf.data.pipeline.validation_history_ends`), the user's fit items excluded. Also
+    `val_recall@10` and `val_ndcg@10` (a held-out interaction's item at 0-based rank r gains
+    1 / log2(r + 2)) from the same lists: with ``--validation=last`` (one interaction a user)
+    they are leave-last-one-out's hit@10 and NDCG@10 on validation data.
 
     Place it before `EarlyStopping` so `--early_stopping_metric=recall` can monitor it.
     """
@@ -38,10 +41,19 @@ class ValidationRecall(keras.callbacks.Callback):
         self.targets = tables.train_item.numpy()[rows]
         self.name = f"val_recall@{k}"
 
-    def recall(self) -> float:
+    def measure(self) -> dict[str, float]:
+        """The validation metrics of the model as it stands (the epoch log entries)."""
+        ranks = self.ranks()
+        top10 = ranks < 10
+        return {self.name: float(np.mean(ranks < self.k)),
+                "val_recall@10": float(np.mean(top10)),
+                "val_ndcg@10": float(np.mean(np.where(top10, 1.0 / np.log2(ranks + 2.0), 0.0)))}
+
+    def ranks(self) -> np.ndarray:
+        """0-based rank of each held-out item in its user's top K; K where it is absent."""
         all_items = tf.range(len(self.candidates), dtype=tf.int64)
         items = self.model.item_tower(self.tables.item_features(all_items)).numpy()
-        hits = 0
+        ranks = []
         for start in range(0, len(self.rows), self.batch_size):
             rows = tf.constant(self.rows[start:start + self.batch_size], tf.int64)
             users = self.users[start:start + self.batch_size]
@@ -52,11 +64,12 @@ class ValidationRecall(keras.callbacks.Callback):
             top = metrics.top_k_from_scores(query.numpy() @ items.T, self.k,
                                             exclude=self.fit_seen[users],
                                             candidates=self.candidates)
-            hits += int((top == self.targets[start:start + len(users), None]).any(1).sum())
-        return hits / len(self.rows)
+            match = top == self.targets[start:start + len(users), None]
+            ranks.append(np.where(match.any(1), match.argmax(1), self.k))
+        return np.concatenate(ranks)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = self.recall()
+        values = self.measure()
         if logs is not None:
-            logs[self.name] = value
-        print(f" - {self.name}: {value:.4f}")
+            logs.update(values)
+        print("".join(f" - {name}: {value:.4f}" for name, value in values.items()))
