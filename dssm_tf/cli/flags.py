@@ -110,7 +110,7 @@ flags.DEFINE_enum("sequence_crop", "random", list(config.CROPS), "sequences: a u
                   "the latest.")
 flags.DEFINE_boolean("shuffle_ties", False, "sequences: each training window puts a user's "
                      "items that share a timestamp in a new random order (their source order "
-                     "says nothing: MovieLens logs a burst of ratings in the same second).")
+                     "is close to arbitrary: MovieLens logs bursts of ratings in one second).")
 flags.DEFINE_integer("validation_rows", 20000, "At most this many held-out interactions are "
                      "scored for val_recall.", lower_bound=1)
 flags.DEFINE_enum("early_stopping_metric", "loss", list(config.EARLY_STOPPING_METRICS),

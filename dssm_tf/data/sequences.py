@@ -14,9 +14,9 @@ the L inputs, and the L targets shifted by one.
   buckets of 8 positions, and a batch is only as wide as its longest window: padding costs
   almost nothing, where a fixed width of L = 200 would spend half of every batch on it.
 - Ties: with ``--shuffle_ties`` a user's items that share a timestamp come in a new random
-  order in every training window. Their source order is arbitrary (MovieLens-1M logs half of
-  its consecutive ratings in the same second as the one before, and 42% of its last ratings),
-  so the encoder learns which items a burst holds, not one arbitrary order of them.
+  order in every training window. Their source order is close to arbitrary (MovieLens-1M logs
+  half of its consecutive ratings in the same second as the one before, and 42% of its last
+  ratings), so the encoder learns which items a burst holds, not one order of them.
 - Negatives: `num_negatives` items shared by the batch, drawn on the fly by the sampler, or
   with ``--negative_sampler=all`` every training item (a full softmax).
 - Validation: a user's window ends at their last validation interaction and covers all their
