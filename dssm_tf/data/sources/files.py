@@ -25,6 +25,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -94,8 +95,9 @@ def _undecodable(path: str, encoding: str, raw: bytes | None = None) -> tuple[in
             lines += block.count(b"\n")
 
 
-_PADDING = re.compile(rb"[ \t\v\f]")              # white space pandas skips around numbers
-_PADDED_FIELD = r"^[ \t\v\f]|[ \t\v\f]$"
+_SPACE = r"[ \t\v\f]"                           # white space pandas skips around numbers
+_PADDING = re.compile(_SPACE.encode())
+_PADDED_FIELD = rf"^{_SPACE}|{_SPACE}$"
 _NOT_A_NUMBER = "expected a number in column "
 
 
@@ -142,18 +144,18 @@ def read_delimited(path: str, columns: dict[str, str], sep: str = "::",
     table = Table(frame, path, first_line=1)
     # pandas reads " 7" or "7\v" as the number 7: where the file holds such white space, the
     # number fields are checked as written.
-    written = parse(str) if _PADDING.search(raw) else None
+    padded = _PADDING.search(raw) is not None
+    written = functools.cache(lambda: parse(str))  # every field as written, parsed once
     for name, kind in columns.items():
-        if kind == "int" and (written is not None
-                              or not pd.api.types.is_signed_integer_dtype(frame[name])):
+        if kind == "int" and (padded or not pd.api.types.is_signed_integer_dtype(frame[name])):
             # The fields as written ("4.0" must not pass as 4, nor " 4").
-            text = (written if written is not None else parse(str))[name]
+            text = written()[name]
             bad = np.array([not _is_int64(value) for value in text])
             Table(pd.DataFrame({name: text}), path).fail(
                 bad, f"expected an integer {name}", name)
         elif kind == "float":
-            if written is not None:
-                text = written[name]
+            if padded:
+                text = written()[name]
                 Table(pd.DataFrame({name: text}), path).fail(
                     text.str.contains(_PADDED_FIELD).to_numpy(), _NOT_A_NUMBER + name, name)
             numbers(table, name)
