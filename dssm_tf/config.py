@@ -189,6 +189,9 @@ class TowerConfig:
     attention_feed_forward: int = 1  # attention: the feed-forward layer's width / embedding_dim
     attention_gating: bool = False   # attention: LiGR's sigmoid gates on the residual branches
     encoder_dropout: float = 0.2
+    # The history's items carry the time to the next event, the last one's to the request
+    # (`dssm_tf.models.time_gaps`); the user tower then takes their times and the request's.
+    history_time: bool = False
 
     @property
     def output_dim(self) -> int:
@@ -215,6 +218,8 @@ class TowerConfig:
                                          f"{getattr(self, field)}")
         if self.share_item_embeddings and self.history_length < 1:
             raise ConfigError("share_item_embeddings", "needs --history_length >= 1")
+        if self.history_time and self.history_length < 1:
+            raise ConfigError("history_time", "times a history: it needs --history_length >= 1")
         if self.user_encoder != "mean" and self.history_length < 1:
             raise ConfigError("user_encoder", f"{self.user_encoder} encodes a history: it "
                                               f"needs --history_length >= 1")
@@ -316,6 +321,9 @@ class RunConfig:
                 and self.training.validation_share <= 0
                 and self.training.validation != "last"):
             raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
+        if self.training.train_files and self.tower.history_time:
+            raise ConfigError("train_files", "prepared files hold no times: --history_time "
+                                             "trains from the data set itself")
         if self.training.train_files and self.training.examples == "sequences":
             raise ConfigError("train_files", "prepared files hold interactions: they train "
                                              "--examples=interactions")

@@ -177,6 +177,10 @@ flags.DEFINE_integer("attention_feed_forward", 1, "attention: width of each bloc
 flags.DEFINE_boolean("attention_gating", False, "attention: scale each block's attention and "
                      "feed-forward output by a learned sigmoid gate of the block's input before "
                      "adding it (LiGR, as in eSASRec).")
+flags.DEFINE_boolean("history_time", False, "Add to each history item an embedding of the "
+                     "time to the next event, the last one's to the request (log-bucketed "
+                     "seconds, HSTU's request-anchored time): the user tower then also takes "
+                     "history_timestamps and request_time (Unix seconds).")
 flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",
                    lower_bound=0.0, upper_bound=0.95)
 

@@ -50,13 +50,16 @@ def recommend(export: Export, dataset: Dataset, split: Split, user: int, k: int,
     return top[0][keep], scores[0][keep]
 
 
-def recommend_in_one_piece(retrieval, dataset: Dataset, split: Split, user: int, k: int):
+def recommend_in_one_piece(retrieval, dataset: Dataset, split: Split, user: int, k: int,
+                           timed: bool = False):
     """The same from the export's one-piece retrieval model: the user's whole training
-    history goes in (the tower encodes its last L items; all of them are excluded)."""
+    history goes in (the tower encodes its last L items; all of them are excluded); `timed`
+    (an export trained with ``--history_time``): with its times, and the request's
+    (`Split.request_times`)."""
     import tensorflow as tf  # noqa: PLC0415
 
     seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
-    inputs = contract.user_inputs(dataset, split, np.array([user]), seen)
+    inputs = contract.user_inputs(dataset, split, np.array([user]), seen, timed)
     out = retrieval(**{name: tf.constant(value) for name, value in inputs.items()},
                     k=tf.constant(k, tf.int32), exclude_history=tf.constant(True))
     keys = out[contract.ITEM_KEYS].numpy()[0]
@@ -123,7 +126,8 @@ def main(argv: list[str]) -> None:
     k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
     one_piece = load_retrieval(export_dir) if index.index == "flat" else None
     if one_piece is not None:
-        items, scores = recommend_in_one_piece(one_piece[0], dataset, split, user, k)
+        items, scores = recommend_in_one_piece(one_piece[0], dataset, split, user, k,
+                                               contract.is_timed(metadata))
     else:  # an export without the one-piece model, or an approximate index asked for
         items, scores = recommend(load_export(export_dir), dataset, split, user, k, index)
     n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])

@@ -198,8 +198,10 @@ def time_serving(version_dir: str, dataset: Dataset, split, table: Table,
     users = split.test_users
     width = max(int(split.user_offsets[-1] // max(len(users), 1)), 1)  # a typical history
 
+    timed = contract.is_timed(contract.read_metadata(version_dir))
+
     def feed(chosen):
-        inputs = contract.user_inputs(dataset, split, chosen, width)
+        inputs = contract.user_inputs(dataset, split, chosen, width, timed)
         return {name: tf.constant(value) for name, value in inputs.items()}
 
     rng = np.random.default_rng(0)

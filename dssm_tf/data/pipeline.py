@@ -35,7 +35,7 @@ import tensorflow as tf
 from dssm_tf.config import SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.negatives import Sampler, make_sampler
-from dssm_tf.data.schema import HISTORY, as_dtype
+from dssm_tf.data.schema import HISTORY, HISTORY_TIMESTAMPS, REQUEST_TIME, as_dtype
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import ConfigError
 
@@ -51,11 +51,15 @@ class FeatureTables:
     """Constant tensors that turn interaction rows into raw tower inputs.
 
     Only the features the towers read are gathered (`user_features`, `item_features`): the
-    gathers of unused string columns would cost pipeline time for nothing.
+    gathers of unused string columns would cost pipeline time for nothing. With
+    `history_time`, a history comes with its items' times and the request's: the time of the
+    row right after the history (the interaction the example predicts, or under a time-split
+    style validation the first one after the user's history stops).
     """
 
     def __init__(self, dataset: Dataset, split: Split, history_length: int,
-                 history_gap: int = 0, user_features: bool = True, item_features: bool = True):
+                 history_gap: int = 0, user_features: bool = True, item_features: bool = True,
+                 history_time: bool = False):
         schema = dataset.schema
         self.schema = schema
         self.history_length = history_length
@@ -66,12 +70,15 @@ class FeatureTables:
                                      schema.item_features if item_features else ())
         self.train_user = tf.constant(split.train.user.to_numpy(np.int64))  # per training row
         self.train_item = tf.constant(split.train.item.to_numpy(np.int64))
+        self.train_time = (tf.constant(split.train.timestamp.to_numpy(np.int64))
+                           if history_time else None)
         self.user_start = tf.constant(split.user_offsets[:-1].astype(np.int64))  # per user
         self.padding = tf.constant(schema.history_padding,
                                    self.item_columns[schema.item_key].dtype)
 
     def user_features(self, users: tf.Tensor, history_end: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Raw user inputs; history = keys of the training items in rows [start(user), end)."""
+        """Raw user inputs; history = keys of the training items in rows [start(user), end)
+        (and with `history_time` their times, and the time of row `end` as the request's)."""
         length = self.history_length
         positions = history_end[:, None] - length + tf.range(length, dtype=tf.int64)[None, :]
         valid = positions >= tf.gather(self.user_start, users)[:, None]
@@ -79,6 +86,12 @@ class FeatureTables:
         keys = tf.gather(self.item_columns[self.schema.item_key], tf.gather(self.train_item, safe))
         features = {name: tf.gather(values, users) for name, values in self.user_columns.items()}
         features[HISTORY] = tf.where(valid, keys, self.padding)
+        if self.train_time is not None:
+            stamps = tf.gather(self.train_time, safe)
+            features[HISTORY_TIMESTAMPS] = tf.where(valid, stamps, tf.zeros_like(stamps))
+            last_row = tf.size(self.train_time, tf.int64) - 1
+            features[REQUEST_TIME] = tf.gather(self.train_time,
+                                               tf.minimum(history_end, last_row))
         return features
 
     def item_features(self, items: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -336,7 +349,8 @@ class InputPipeline:
         self.replicas = replicas
         self.tables = FeatureTables(dataset, split, tower.history_length, training.history_gap,
                                     user_features=tower.user_features,
-                                    item_features=tower.item_features)
+                                    item_features=tower.item_features,
+                                    history_time=tower.history_time)
         self.sampler = make_sampler(sampler, split.item_counts)
         self.num_negatives = sampler.num_negatives
         self.batch_size = training.batch_size

@@ -38,6 +38,10 @@ FEATURE_KINDS = (CATEGORICAL, MULTI, NUMERIC)
 INT64, STRING, FLOAT32 = "int64", "string", "float32"
 KEY_DTYPES = (INT64, STRING)
 HISTORY = "history"
+# With ``--history_time`` the user tower also takes the Unix seconds of each history item and
+# of the request (`dssm_tf.models.time_gaps`); no user column may take these names either.
+HISTORY_TIMESTAMPS, REQUEST_TIME = "history_timestamps", "request_time"
+TIME_INPUTS = (HISTORY_TIMESTAMPS, REQUEST_TIME)
 # Inputs of the one-piece retrieval model beside the user tower's: no user input may take them.
 RETRIEVAL_INPUTS = ("k", "exclude_history")
 MULTI_SEPARATOR = "|"
@@ -87,10 +91,10 @@ class Schema:
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise ValueError(f"{side} inputs named twice: {', '.join(duplicated)}")
-        reserved = sorted(set(RETRIEVAL_INPUTS) & set(self.user_input_names()))
+        reserved = sorted(set(RETRIEVAL_INPUTS + TIME_INPUTS) & set(self.user_input_names()))
         if reserved:
-            raise ValueError(f"{reserved[0]!r} is an input of the retrieval model: a user "
-                             f"column cannot be named so")
+            raise ValueError(f"{reserved[0]!r} is an input of the retrieval model or of a "
+                             f"timed user tower: a user column cannot be named so")
 
     def user_input_names(self) -> list[str]:
         return [self.user_key, *(f.name for f in self.user_features), HISTORY]
@@ -98,11 +102,14 @@ class Schema:
     def item_input_names(self) -> list[str]:
         return [self.item_key, *(f.name for f in self.item_features)]
 
-    def user_inputs(self) -> dict[str, tuple[str, int]]:
-        """The user tower's serving inputs, name -> (dtype, rank), in signature order."""
+    def user_inputs(self, timed: bool = False) -> dict[str, tuple[str, int]]:
+        """The user tower's serving inputs, name -> (dtype, rank), in signature order; `timed`
+        (a tower trained with ``--history_time``) adds the history's and the request's times."""
         inputs = {self.user_key: (self.user_key_dtype, 1)}
         inputs.update({f.name: (f.dtype, 1) for f in self.user_features})
         inputs[HISTORY] = (self.item_key_dtype, 2)
+        if timed:
+            inputs.update({HISTORY_TIMESTAMPS: (INT64, 2), REQUEST_TIME: (INT64, 1)})
         return inputs
 
     def item_inputs(self) -> dict[str, tuple[str, int]]:

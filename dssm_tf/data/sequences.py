@@ -17,6 +17,9 @@ the L inputs, and the L targets shifted by one.
   order in every training window. Their source order is close to arbitrary (MovieLens-1M logs
   half of its consecutive ratings in the same second as the one before, and 42% of its last
   ratings), so the encoder learns which items a burst holds, not one order of them.
+- Times: with ``--history_time`` a window also carries its inputs' timestamps and, as the
+  request time, the last target's: the input at t is followed by item t + 1, so the gap the
+  tower embeds there (`dssm_tf.models.time_gaps`) is to the item it predicts.
 - Negatives: `num_negatives` items shared by the batch, drawn on the fly by the sampler, or
   with ``--negative_sampler=all`` every training item (a full softmax).
 - Validation: a user's window ends at their last validation interaction and covers all their
@@ -44,7 +47,7 @@ from dssm_tf.config import SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.negatives import make_sampler
 from dssm_tf.data.pipeline import FeatureTables, validation_history_ends, validation_split
-from dssm_tf.data.schema import HISTORY
+from dssm_tf.data.schema import HISTORY, HISTORY_TIMESTAMPS, REQUEST_TIME
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import ConfigError
 
@@ -74,7 +77,8 @@ class SequencePipeline:
                                                         training.validation)
         self.tables = FeatureTables(dataset, split, tower.history_length,
                                     user_features=tower.user_features,
-                                    item_features=tower.item_features)
+                                    item_features=tower.item_features,
+                                    history_time=tower.history_time)
         self.sampler = make_sampler(sampler, split.item_counts)
         self.length = tower.history_length
         self.batch_size = training.batch_size
@@ -100,8 +104,11 @@ class SequencePipeline:
             new_group = (users[1:] != users[:-1]) | (stamps[1:] != stamps[:-1])
             self._fit_ties = tf.constant(
                 np.concatenate([[0], np.cumsum(new_group)]).astype(np.float64))
+        # --history_time: the rows' times travel with the windows (None: not gathered).
+        stamps = split.train.timestamp.to_numpy(np.int64) if tower.history_time else None
         self._fit = (tf.constant(train_items[self.fit_rows]), tf.constant(fit_start),
-                     tf.constant(fit_length), tf.ones(len(self.fit_rows), tf.bool))
+                     tf.constant(fit_length), tf.ones(len(self.fit_rows), tf.bool),
+                     None if stamps is None else tf.constant(stamps[self.fit_rows]))
         # Validation windows run over all training rows; only validation rows are targets.
         is_val = np.zeros(len(split.train), bool)
         is_val[self.val_rows] = True
@@ -110,7 +117,8 @@ class SequencePipeline:
         np.maximum.at(last_val, train_users[self.val_rows], self.val_rows + 1)
         all_start = split.user_offsets[:-1].astype(np.int64)
         self._all = (tf.constant(train_items), tf.constant(all_start),
-                     tf.constant(last_val - all_start), tf.constant(is_val))
+                     tf.constant(last_val - all_start), tf.constant(is_val),
+                     None if stamps is None else tf.constant(stamps))
         targets = np.minimum(fit_length[self.train_users] - 1, self.length)
         self.positions_per_batch = float(targets.mean() * self.batch_size) if len(targets) \
             else 1.0
@@ -124,9 +132,10 @@ class SequencePipeline:
     def _windows(self, users: tf.Tensor, runs, seed: tf.Tensor | None,
                  ties: tf.Tensor | None = None, ties_seed: tf.Tensor | None = None) -> dict:
         """Features of one window per user in `users` over `runs` (items, start, length,
-        is_target): the last L + 1 items of the run, or a random L + 1 of them. With `ties`
-        (the rows' tie group numbers), the window's rows of one group come in random order."""
-        items, starts, lengths, is_target = runs
+        is_target, times or None): the last L + 1 items of the run, or a random L + 1 of them.
+        With `ties` (the rows' tie group numbers), the window's rows of one group come in
+        random order. With times, the inputs' times and the last target's as the request's."""
+        items, starts, lengths, is_target, times = runs
         start, length = tf.gather(starts, users), tf.gather(lengths, users)
         end = start + length                    # one past the window's last item
         spare = tf.maximum(length - (self.length + 1), 0)
@@ -157,6 +166,10 @@ class SequencePipeline:
         user = {name: tf.gather(values, users) for name, values in tables.user_columns.items()}
         keys = tf.gather(tables.item_columns[tables.schema.item_key], input_items)
         user[HISTORY] = tf.where(real, keys, tables.padding)
+        if times is not None:
+            stamps = tf.gather(times, safe_in)
+            user[HISTORY_TIMESTAMPS] = tf.where(real, stamps, tf.zeros_like(stamps))
+            user[REQUEST_TIME] = tf.gather(times, safe_target[:, -1])
         return {"user": user, "positive": tables.item_features(target_items),
                 "positive_item": tf.where(target_mask, target_items, -1),
                 "target_mask": target_mask}

@@ -82,6 +82,27 @@ class Split:
         return history_window(self.train.item.to_numpy(), self.user_offsets[users], ends,
                               length)
 
+    def history_timestamps(self, users: np.ndarray, length: int) -> np.ndarray:
+        """The times of the items `histories` gives, right-aligned, 0 where it pads."""
+        ends = self.user_offsets[np.asarray(users) + 1]
+        # history_window adds 1 to what it gathers and pads with 0.
+        return history_window(self.train.timestamp.to_numpy(np.int64) - 1,
+                              self.user_offsets[users], ends, length)
+
+    @functools.cached_property
+    def _request_times(self) -> np.ndarray:
+        none = np.iinfo(np.int64).max
+        times = np.full(self.num_users, none, np.int64)
+        np.minimum.at(times, self.test.user.to_numpy(), self.test.timestamp.to_numpy(np.int64))
+        last = int(self.train.timestamp.max()) if len(self.train) else 0
+        return np.where(times == none, last, times)
+
+    def request_times(self, users: np.ndarray) -> np.ndarray:
+        """When each user asks for recommendations, as a timed user tower sees it: the time
+        of their first test interaction (the interaction to predict comes at that request),
+        else the last time of the training data."""
+        return self._request_times[np.asarray(users, np.int64)]
+
 
 def binary_matrix(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
     """Canonical float32 CSR matrix with a 1 at each (user, item) pair (repeats count once).

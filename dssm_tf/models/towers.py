@@ -7,7 +7,9 @@ out-of-vocabulary row, never crash.
 User tower: key embedding [+ one embedding per categorical user feature, mean-pooled
 embeddings per multi-valued one, standardised numeric ones] [+ the user's last
 `history_length` items, encoded by a `dssm_tf.models.encoders` encoder: their mean, or causal
-self-attention] -> MLP -> (L2-normalised) embedding. `UserTower.sequence` gives that embedding
+self-attention; with `history_time`, each item's embedding plus that of its gap to the next
+event, the last one's to the request (`dssm_tf.models.time_gaps`)] -> MLP -> (L2-normalised)
+embedding. `UserTower.sequence` gives that embedding
 at every position of a history at once (training on sequences).
 Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
 
@@ -26,8 +28,10 @@ import tf_keras as keras
 
 from dssm_tf.config import TowerConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.schema import HISTORY, INT64, MULTI, MULTI_SEPARATOR, NUMERIC, Feature, Schema
+from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, INT64, MULTI, MULTI_SEPARATOR, NUMERIC,
+                                  REQUEST_TIME, Feature, Schema)
 from dssm_tf.models.encoders import make_encoder, masked_mean
+from dssm_tf.models.time_gaps import TimeGapEmbedding
 
 
 def fit_width(history: tf.Tensor, width: int, padding=0) -> tf.Tensor:
@@ -155,26 +159,41 @@ class UserTower(_Tower):
                 self.history_embedding = _embedding(len(item_keys) + 2, config.embedding_dim,
                                                     config, "history_embedding")
             self.encoder = make_encoder(config)
+            if config.history_time:
+                self.time_gaps = TimeGapEmbedding(config.embedding_dim, name="time_gaps")
 
-    def _history(self, history: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """(embeddings, mask) of a right-aligned history window."""
-        return (self.history_embedding(self.history_lookup(history)),
-                tf.not_equal(history, self.padding))
+    def _history(self, features: dict[str, tf.Tensor],
+                 width: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+        """(embeddings, mask) of the right-aligned history window (its last `width` columns,
+        left-padded to `width`, when given); with `history_time`, each embedding plus that of
+        its time gap."""
+        history = features[HISTORY]
+        if width is not None:
+            history = fit_width(history, width, self.padding)
+        embeddings = self.history_embedding(self.history_lookup(history))
+        if self.config.history_time:
+            stamps = features[HISTORY_TIMESTAMPS]
+            if width is not None:
+                stamps = fit_width(stamps, width)
+            embeddings += tf.cast(self.time_gaps(stamps, features[REQUEST_TIME]),
+                                  embeddings.dtype)
+        return embeddings, tf.not_equal(history, self.padding)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = self.parts(features)
         if self.config.history_length:
-            history = fit_width(features[HISTORY], self.config.history_length, self.padding)
-            parts.append(self.encoder(*self._history(history), training=training))
+            parts.append(self.encoder(*self._history(features, self.config.history_length),
+                                      training=training))
         return self.head(parts, training=training)
 
     def sequence(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """`[B, W, D]`: the user's embedding after each position of `features["history"]`
         (`[B, W]`, right-aligned, W <= history_length), each position seeing only the items up
-        to it — what `call` gives for the history that ends there."""
-        history = features[HISTORY]
-        encoded = self.encoder.sequence(*self._history(history), training=training)
-        width = tf.shape(history)[1]
+        to it — what `call` gives for the history that ends there (with `history_time`, and
+        the request at the time of the next item: `request_time` is the time of the item
+        after the last)."""
+        encoded = self.encoder.sequence(*self._history(features), training=training)
+        width = tf.shape(features[HISTORY])[1]
         parts = [tf.repeat(part[:, None, :], width, axis=1) for part in self.parts(features)]
         return self.head(parts + [encoded], training=training)
 

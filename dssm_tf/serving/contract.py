@@ -28,7 +28,8 @@ import numpy as np
 
 from dssm_tf.config import PROTOCOLS, SIMILARITIES, DataConfig, RunConfig, from_dict
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.schema import HISTORY, RETRIEVAL_INPUTS, Schema, as_dtype
+from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, REQUEST_TIME, RETRIEVAL_INPUTS,
+                                 Schema, as_dtype)
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import InputError
 
@@ -50,12 +51,13 @@ def _specs(inputs: dict) -> list[dict]:
     return [{"name": name, "dtype": dtype, "rank": rank} for name, (dtype, rank) in inputs.items()]
 
 
-def signatures(schema: Schema) -> dict:
+def signatures(schema: Schema, timed: bool = False) -> dict:
     """What ``metadata.json`` records of the signatures: inputs by name (dtype, rank) in
     order, and the outputs. The retrieval model takes the user tower's inputs and `k`,
-    `exclude_history`, and returns the top-k `item_keys` and their `scores`."""
+    `exclude_history`, and returns the top-k `item_keys` and their `scores`. A `timed` user
+    tower (``--history_time``) also takes `history_timestamps` and `request_time`."""
     embedding = [{"name": EMBEDDING, "dtype": "float32", "rank": 2}]
-    user_inputs = schema.user_inputs()
+    user_inputs = schema.user_inputs(timed)
     retrieval = user_inputs | {K: ("int32", 0), EXCLUDE: ("bool", 0)}
     return {USER_TOWER: {"inputs": _specs(user_inputs), "outputs": embedding},
             ITEM_TOWER: {"inputs": _specs(schema.item_inputs()), "outputs": embedding},
@@ -202,7 +204,7 @@ def build_metadata(run: RunConfig, dataset: Dataset, split: Split, versions: dic
         "protocol": split.protocol,
         "train_cutoff": split.cutoff,
         "schema": dataset.schema.to_dict(),
-        "signatures": signatures(dataset.schema),
+        "signatures": signatures(dataset.schema, run.tower.history_time),
         "config": run.to_dict(),
         "flags": run.flat(),
         "data": {"dataset": dataset.name, "data_dir": dataset.data_dir,
@@ -228,11 +230,17 @@ def item_inputs(dataset: Dataset, items: np.ndarray) -> dict[str, np.ndarray]:
     return inputs
 
 
+def is_timed(metadata: dict) -> bool:
+    """Whether the export's user tower takes times (trained with ``--history_time``)."""
+    return REQUEST_TIME in signature_inputs(metadata, USER_TOWER)
+
+
 def user_inputs(dataset: Dataset, split: Split, users: np.ndarray,
-                history_length: int) -> dict[str, np.ndarray]:
+                history_length: int, timed: bool = False) -> dict[str, np.ndarray]:
     """User-tower inputs of user indices `users`: raw key, features, and the `[n, L]` history of
     their last L training item keys, oldest to newest, right-aligned, padded with the schema's
-    padding (0 or "")."""
+    padding (0 or ""). `timed` adds the `[n, L]` times of those items (0 where padded) and
+    each user's request time (`Split.request_times`)."""
     schema = dataset.schema
     users = np.asarray(users, np.int64)
     rows = dataset.users.iloc[users]
@@ -243,4 +251,7 @@ def user_inputs(dataset: Dataset, split: Split, users: np.ndarray,
     padding = np.asarray(schema.history_padding, dtype=keys.dtype)
     raw = np.where(history > 0, keys[np.maximum(history - 1, 0)], padding)
     inputs[HISTORY] = raw.reshape(len(users), int(history_length))
+    if timed:
+        inputs[HISTORY_TIMESTAMPS] = split.history_timestamps(users, int(history_length))
+        inputs[REQUEST_TIME] = split.request_times(users)
     return inputs

@@ -51,6 +51,11 @@ class Export:
         return int(self.metadata["embedding_dim"])
 
     @property
+    def timed(self) -> bool:
+        """The user tower takes the history's and the request's times."""
+        return contract.is_timed(self.metadata)
+
+    @property
     def similarity(self) -> str:
         return str(self.metadata["similarity"])
 
@@ -170,10 +175,12 @@ def embed_items(item_tower, dataset: Dataset, items: np.ndarray,
 
 def embed_users(user_tower, dataset: Dataset, split: Split, users: np.ndarray,
                 history_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                dim: int | None = None) -> np.ndarray:
-    """[len(users), D] float32 user embeddings of user indices `users` (histories from `split`)."""
+                dim: int | None = None, timed: bool = False) -> np.ndarray:
+    """[len(users), D] float32 user embeddings of user indices `users` (histories from `split`;
+    `timed`: with their times and the request's, `contract.user_inputs`)."""
     return _embed(user_tower,
-                  lambda batch: contract.user_inputs(dataset, split, batch, history_length),
+                  lambda batch: contract.user_inputs(dataset, split, batch, history_length,
+                                                     timed),
                   np.asarray(users, np.int64), contract.USER_TOWER, batch_size, dim, "users")
 
 
@@ -193,7 +200,7 @@ def retrieve(export: Export, dataset: Dataset, split: Split, users: np.ndarray, 
     candidates = np.flatnonzero(split.candidates)
     items = embed_items(export.item_tower, dataset, candidates, batch_size, export.embedding_dim)
     queries = embed_users(export.user_tower, dataset, split, users, export.history_length,
-                          batch_size, export.embedding_dim)
+                          batch_size, export.embedding_dim, export.timed)
     searcher = faiss_index.build_index(items, index.index, **faiss_index.config_params(index))
     exclude = seen_of(split, users) if exclude_seen else None
     return faiss_index.search(searcher, queries, k, exclude=exclude, item_ids=candidates,
