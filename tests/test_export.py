@@ -418,3 +418,45 @@ def test_recommend_uses_the_one_piece_model(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     printed = [int(line.split()[2]) for line in proc.stdout.strip().splitlines()[2:]]
     assert printed == ml.item_keys[want].tolist()
+
+
+def test_a_timed_export_serves_times_in_one_piece_as_the_towers_do(ml, tmp_path):
+    """``--history_time``: both the user tower and the one-piece model take
+    `history_timestamps` and `request_time`; a fresh process without dssm_tf gets the same
+    lists as an exact faiss search over the towers with the same times, and a later request
+    time changes them."""
+    from dssm_tf.config import LEAVE_LAST_ONE_OUT
+    from dssm_tf.serving.loaded import load_export, retrieve
+
+    user_tower, item_tower = tiny_towers(ml, seed=3, history_length=L, history_time=True,
+                                         user_encoder="attention", similarity="dot",
+                                         hidden_units=(), share_item_embeddings=True,
+                                         user_features=False, item_features=False,
+                                         user_key_embedding=False)
+    metadata = {"similarity": "dot", "embedding_dim": 8, "history_length": L,
+                "signatures": contract.signatures(ml.schema, timed=True)}
+    export.export_towers(user_tower, item_tower, str(tmp_path / "export"), metadata,
+                         candidates=contract.item_inputs(ml, np.arange(ml.num_items)))
+    loaded = load_export(str(tmp_path / "export"))
+    assert loaded.timed
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    users = split.test_users[:20]
+    seen = int(np.diff(split.user_offsets)[users].max())
+    inputs = contract.user_inputs(ml, split, users, seen, timed=True)
+    answers = {}
+    for name, shift in (("now", 0), ("later", 86_400 * 400)):
+        shifted = dict(inputs, request_time=inputs["request_time"] + shift)
+        np.savez(tmp_path / f"{name}.npz", **shifted)
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["TF_USE_LEGACY_KERAS"] = "1"
+        proc = subprocess.run([sys.executable, "-c", RETRIEVE,
+                               os.path.join(loaded.export_dir, "retrieval"),
+                               str(tmp_path / f"{name}.npz"), str(tmp_path / f"{name}_out.npz")],
+                              cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        answers[name] = np.load(tmp_path / f"{name}_out.npz")
+    top, scores = retrieve(loaded, ml, split, users, 12, exclude_seen=True, return_scores=True)
+    np.testing.assert_array_equal(answers["now"]["keys_12_True"], ml.item_keys[top])
+    np.testing.assert_allclose(answers["now"]["scores_12_True"], scores, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(answers["later"]["scores_12_True"], scores, atol=1e-5)
