@@ -192,6 +192,7 @@ class TowerConfig:
     # The history's items carry the time to the next event, the last one's to the request
     # (`dssm_tf.models.time_gaps`); the user tower then takes their times and the request's.
     history_time: bool = False
+    attention_time_bias: bool = False  # attention: HSTU's relative time bias (needs history_time)
 
     @property
     def output_dim(self) -> int:
@@ -220,6 +221,11 @@ class TowerConfig:
             raise ConfigError("share_item_embeddings", "needs --history_length >= 1")
         if self.history_time and self.history_length < 1:
             raise ConfigError("history_time", "times a history: it needs --history_length >= 1")
+        if self.attention_time_bias and not (self.history_time
+                                             and self.user_encoder == "attention"):
+            raise ConfigError("attention_time_bias", "biases the attention encoder by the "
+                                                     "history's times: it needs "
+                                                     "--user_encoder=attention --history_time")
         if self.user_encoder != "mean" and self.history_length < 1:
             raise ConfigError("user_encoder", f"{self.user_encoder} encodes a history: it "
                                               f"needs --history_length >= 1")

@@ -121,6 +121,6 @@ def test_without_a_head_the_towers_score_in_the_item_embedding_space(synthetic_m
     np.testing.assert_array_equal(vectors, table)
     history = tf.constant(np.tile(items, (2, 1))[:, :4])
     user = user_tower({"user_id": tf.constant([1, 2], tf.int64), "history": history}).numpy()
-    encoded = user_tower.encoder(*user_tower._history({"history": history})).numpy()
+    encoded = user_tower.encoder(**user_tower._history({"history": history})).numpy()
     assert user.shape == (2, 8)
     np.testing.assert_allclose(user, encoded, rtol=1e-5, atol=1e-6)

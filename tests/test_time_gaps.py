@@ -61,14 +61,21 @@ def _call(tower, features, per_position=False):
     return (tower.sequence(tensors) if per_position else tower(tensors)).numpy()
 
 
-@pytest.mark.parametrize("encoder", ["attention", "mean"])
+@pytest.mark.parametrize("encoder", ["attention", "mean", "attention_time_bias"])
 def test_the_timed_tower_sees_the_request_and_never_the_future(synthetic_ml, encoder):
     """Served (`call`) = the last position of `sequence`; the request time moves the served
     embedding; a history time moves only the positions that follow it and the one before
     (whose next event it is): no position sees an item or a time beyond the one it predicts."""
-    user_tower, _ = tiny_towers(synthetic_ml, history_length=L, user_encoder=encoder,
-                                history_time=True, similarity="dot")
+    biased = encoder == "attention_time_bias"
+    user_tower, _ = tiny_towers(synthetic_ml, history_length=L, history_time=True,
+                                user_encoder="attention" if biased else encoder,
+                                attention_time_bias=biased, similarity="dot")
     features = _features(synthetic_ml, np.random.default_rng(0))
+    if biased:  # the biases start at 0: give them values, as training would
+        _call(user_tower, features)
+        for block in user_tower.encoder.blocks:
+            table = block["time_bias"].embeddings
+            table.assign(tf.random.stateless_normal(table.shape, [1, 2]))
     per_position = _call(user_tower, features, per_position=True)
     served = _call(user_tower, features)
     np.testing.assert_allclose(per_position[:, -1], served, rtol=1e-4, atol=1e-5)
@@ -160,6 +167,10 @@ def test_timed_towers_declare_their_inputs_and_the_flag_is_checked():
     with pytest.raises(ConfigError, match="history_length") as error:
         TowerConfig(history_time=True).validate()
     assert error.value.parameter == "history_time"
+    with pytest.raises(ConfigError, match="--history_time") as error:
+        TowerConfig(history_length=L, user_encoder="attention",
+                    attention_time_bias=True).validate()
+    assert error.value.parameter == "attention_time_bias"
     with pytest.raises(ConfigError, match="times") as error:
         run_config(history_time=True, history_length=L, train_files="/x/*.tfrecord").validate()
     assert error.value.parameter == "train_files"

@@ -181,6 +181,10 @@ flags.DEFINE_boolean("history_time", False, "Add to each history item an embeddi
                      "time to the next event, the last one's to the request (log-bucketed "
                      "seconds, HSTU's request-anchored time): the user tower then also takes "
                      "history_timestamps and request_time (Unix seconds).")
+flags.DEFINE_boolean("attention_time_bias", False, "attention (with --history_time): add to "
+                     "each attention score a learned bias per head and bucket of the time from "
+                     "the key's item to the event the query predicts for (HSTU's relative "
+                     "time bias).")
 flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",
                    lower_bound=0.0, upper_bound=0.95)
 

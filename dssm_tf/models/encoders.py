@@ -10,7 +10,10 @@ Both take right-aligned windows ``[B, W, d]`` (W <= L, the most recent item last
   learned position embeddings counted from the most recent item, `blocks` pre-norm blocks of
   multi-head attention and a position-wise feed-forward layer (`feed_forward` times as wide
   as the embedding), dropout, a padding mask; with `gating`, LiGR's learned sigmoid gates
-  scale what each block's attention and feed-forward add to its input (eSASRec). The
+  scale what each block's attention and feed-forward add to its input (eSASRec). With
+  `time_bias`, each block adds to its attention scores a learned bias per head and bucket of
+  the time from key item j to the event query i predicts for (HSTU's relative time bias,
+  `dssm_tf.models.time_gaps.relative_buckets`). The
   output at position t only sees items up to t, so one forward pass over a user's sequence
   yields a training example at every position (the output at t predicts item t + 1), and the
   last position is the user's embedding at serving time.
@@ -30,6 +33,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from dssm_tf.config import TowerConfig
+from dssm_tf.models import time_gaps
 
 
 def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
@@ -42,11 +46,12 @@ def masked_mean(embeddings: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
 class MeanEncoder(keras.layers.Layer):
     """The masked mean of the history embeddings (no weights)."""
 
-    def call(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False) -> tf.Tensor:
+    def call(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False,
+             time_buckets: tf.Tensor | None = None) -> tf.Tensor:
         return masked_mean(embeddings, valid)
 
-    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor,
-                 training: bool = False) -> tf.Tensor:
+    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False,
+                 time_buckets: tf.Tensor | None = None) -> tf.Tensor:
         """`[B, W, d]`: at each position, the mean of the real items up to it."""
         weights = tf.cast(valid, embeddings.dtype)[:, :, None]
         total = tf.cumsum(embeddings * weights, axis=1)
@@ -57,7 +62,8 @@ class AttentionEncoder(keras.layers.Layer):
     """Causal self-attention over the history (see the module docstring)."""
 
     def __init__(self, length: int, dim: int, blocks: int = 2, heads: int = 1,
-                 dropout: float = 0.2, feed_forward: int = 1, gating: bool = False, **kwargs):
+                 dropout: float = 0.2, feed_forward: int = 1, gating: bool = False,
+                 time_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"attention_heads ({heads}) must divide embedding_dim ({dim})")
@@ -77,6 +83,11 @@ class AttentionEncoder(keras.layers.Layer):
             for block in self.blocks:
                 block["attention_gate"] = keras.layers.Dense(dim, activation="sigmoid")
                 block["feed_forward_gate"] = keras.layers.Dense(dim, activation="sigmoid")
+        if time_bias:  # HSTU: a learned bias per head and time bucket, in every block
+            for i, block in enumerate(self.blocks):
+                block["time_bias"] = keras.layers.Embedding(
+                    time_gaps.BUCKETS, heads, embeddings_initializer="zeros",
+                    name=f"time_bias_{i}")
         self.gating = gating
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6)
 
@@ -87,20 +98,24 @@ class AttentionEncoder(keras.layers.Layer):
         return tf.transpose(x, [0, 2, 1, 3])
 
     def _attention(self, block: dict, h: tf.Tensor, bias: tf.Tensor, training: bool,
-                   last_query: bool = False) -> tf.Tensor:
+                   last_query: bool = False,
+                   time_buckets: tf.Tensor | None = None) -> tf.Tensor:
         """The block's attention output at every position, or at the last one only."""
         query, key, value = (self._split_heads(part) for part in
                              tf.split(block["query_key_value"](h), 3, axis=-1))
         if last_query:
             query = query[:, :, -1:]
         scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.dim // self.heads)
+        if time_buckets is not None and "time_bias" in block:  # [B, Wq, W] -> [B, h, Wq, W]
+            time_bias = block["time_bias"](time_buckets[:, -1:] if last_query else time_buckets)
+            scores += tf.cast(tf.transpose(time_bias, [0, 3, 1, 2]), scores.dtype)
         weights = self.dropout(tf.nn.softmax(scores + bias), training=training)
         mixed = tf.transpose(tf.matmul(weights, value), [0, 2, 1, 3])
         shape = tf.shape(mixed)
         return block["attention_output"](tf.reshape(mixed, [shape[0], shape[1], self.dim]))
 
     def _encode(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool,
-                last_only: bool) -> tf.Tensor:
+                last_only: bool, time_buckets: tf.Tensor | None = None) -> tf.Tensor:
         """`[B, W, dim]` outputs, or `[B, 1, dim]` at the last position with `last_only`: the
         last block then attends from that position alone (its keys still see every item), so
         serving one embedding skips a block's worth of work on the other positions."""
@@ -121,8 +136,8 @@ class AttentionEncoder(keras.layers.Layer):
             if last:  # from here on, the last position only
                 bias, keep = bias[:, :, -1:], keep[:, -1:]
             h = block["attention_norm"](x)
-            attended = self.dropout(self._attention(block, h, bias, training, last),
-                                    training=training)
+            attended = self.dropout(self._attention(block, h, bias, training, last,
+                                                    time_buckets), training=training)
             x = x[:, -1:] if last else x
             x += block["attention_gate"](x) * attended if self.gating else attended
             h = block["feed_forward_norm"](x)
@@ -131,12 +146,13 @@ class AttentionEncoder(keras.layers.Layer):
             x *= keep
         return self.final_norm(x)
 
-    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor,
-                 training: bool = False) -> tf.Tensor:
-        return self._encode(embeddings, valid, training, last_only=False)
+    def sequence(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False,
+                 time_buckets: tf.Tensor | None = None) -> tf.Tensor:
+        return self._encode(embeddings, valid, training, False, time_buckets)
 
-    def call(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self._encode(embeddings, valid, training, last_only=True)[:, -1]
+    def call(self, embeddings: tf.Tensor, valid: tf.Tensor, training: bool = False,
+             time_buckets: tf.Tensor | None = None) -> tf.Tensor:
+        return self._encode(embeddings, valid, training, True, time_buckets)[:, -1]
 
 
 def make_encoder(config: TowerConfig) -> keras.layers.Layer:
@@ -145,5 +161,6 @@ def make_encoder(config: TowerConfig) -> keras.layers.Layer:
         return AttentionEncoder(config.history_length, config.embedding_dim,
                                 config.attention_blocks, config.attention_heads,
                                 config.encoder_dropout, config.attention_feed_forward,
-                                config.attention_gating, name="history_encoder")
+                                config.attention_gating, config.attention_time_bias,
+                                name="history_encoder")
     return MeanEncoder(name="history_encoder")

@@ -41,7 +41,28 @@ def gap_buckets(timestamps: tf.Tensor, request_time: tf.Tensor) -> tf.Tensor:
     """
     timestamps = tf.cast(timestamps, tf.int64)
     following = tf.concat([timestamps[:, 1:], tf.cast(request_time, tf.int64)[:, None]], axis=1)
-    gap = tf.cast(tf.maximum(following - timestamps, 0), tf.float64)
+    return bucket_of(following - timestamps)
+
+
+def relative_buckets(timestamps: tf.Tensor, request_time: tf.Tensor) -> tf.Tensor:
+    """`[B, W, W]`: for query position i and key position j, the bucket of the gap from item j
+    to the event after item i (item i + 1, or the request for the last): how long before the
+    moment position i predicts for, item j came. HSTU's relative time bias as its authors
+    compute it for next-item prediction (`--attention_time_bias`).
+
+    >>> relative_buckets(tf.constant([[0, 8]], tf.int64), tf.constant([10], tf.int64))[0]
+    <tf.Tensor: shape=(2, 2), dtype=int64, numpy=
+    array([[7, 0],
+           [7, 3]])>
+    """
+    timestamps = tf.cast(timestamps, tf.int64)
+    following = tf.concat([timestamps[:, 1:], tf.cast(request_time, tf.int64)[:, None]], axis=1)
+    return bucket_of(following[:, :, None] - timestamps[:, None, :])
+
+
+def bucket_of(gap: tf.Tensor) -> tf.Tensor:
+    """The bucket of each gap in seconds (any shape; see the module docstring)."""
+    gap = tf.cast(tf.maximum(gap, 0), tf.float64)
     doubled_log = 2.0 * tf.math.log(tf.maximum(gap, 1.0)) / math.log(2.0)
     bucket = tf.where(gap > 0, 1.0 + tf.floor(doubled_log), 0.0)
     return tf.cast(tf.minimum(bucket, BUCKETS - 1), tf.int64)

@@ -31,7 +31,7 @@ from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, INT64, MULTI, MULTI_SEPARATOR, NUMERIC,
                                   REQUEST_TIME, Feature, Schema)
 from dssm_tf.models.encoders import make_encoder, masked_mean
-from dssm_tf.models.time_gaps import TimeGapEmbedding
+from dssm_tf.models.time_gaps import TimeGapEmbedding, relative_buckets
 
 
 def fit_width(history: tf.Tensor, width: int, padding=0) -> tf.Tensor:
@@ -162,27 +162,30 @@ class UserTower(_Tower):
             if config.history_time:
                 self.time_gaps = TimeGapEmbedding(config.embedding_dim, name="time_gaps")
 
-    def _history(self, features: dict[str, tf.Tensor],
-                 width: int | None = None) -> tuple[tf.Tensor, tf.Tensor]:
-        """(embeddings, mask) of the right-aligned history window (its last `width` columns,
-        left-padded to `width`, when given); with `history_time`, each embedding plus that of
-        its time gap."""
+    def _history(self, features: dict[str, tf.Tensor], width: int | None = None) -> dict:
+        """The encoder's inputs for the right-aligned history window (its last `width` columns,
+        left-padded to `width`, when given): `embeddings` and `valid`; with `history_time`,
+        each embedding plus that of its time gap, and with `attention_time_bias` the
+        `time_buckets` of every (query, key) pair."""
         history = features[HISTORY]
         if width is not None:
             history = fit_width(history, width, self.padding)
-        embeddings = self.history_embedding(self.history_lookup(history))
+        inputs = {"embeddings": self.history_embedding(self.history_lookup(history)),
+                  "valid": tf.not_equal(history, self.padding)}
         if self.config.history_time:
             stamps = features[HISTORY_TIMESTAMPS]
             if width is not None:
                 stamps = fit_width(stamps, width)
-            embeddings += tf.cast(self.time_gaps(stamps, features[REQUEST_TIME]),
-                                  embeddings.dtype)
-        return embeddings, tf.not_equal(history, self.padding)
+            inputs["embeddings"] += tf.cast(self.time_gaps(stamps, features[REQUEST_TIME]),
+                                            inputs["embeddings"].dtype)
+            if self.config.attention_time_bias:
+                inputs["time_buckets"] = relative_buckets(stamps, features[REQUEST_TIME])
+        return inputs
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = self.parts(features)
         if self.config.history_length:
-            parts.append(self.encoder(*self._history(features, self.config.history_length),
+            parts.append(self.encoder(**self._history(features, self.config.history_length),
                                       training=training))
         return self.head(parts, training=training)
 
@@ -192,7 +195,7 @@ class UserTower(_Tower):
         to it — what `call` gives for the history that ends there (with `history_time`, and
         the request at the time of the next item: `request_time` is the time of the item
         after the last)."""
-        encoded = self.encoder.sequence(*self._history(features), training=training)
+        encoded = self.encoder.sequence(**self._history(features), training=training)
         width = tf.shape(features[HISTORY])[1]
         parts = [tf.repeat(part[:, None, :], width, axis=1) for part in self.parts(features)]
         return self.head(parts + [encoded], training=training)
