@@ -460,3 +460,14 @@ def test_a_timed_export_serves_times_in_one_piece_as_the_towers_do(ml, tmp_path)
     np.testing.assert_array_equal(answers["now"]["keys_12_True"], ml.item_keys[top])
     np.testing.assert_allclose(answers["now"]["scores_12_True"], scores, rtol=1e-5, atol=1e-5)
     assert not np.allclose(answers["later"]["scores_12_True"], scores, atol=1e-5)
+    # `recommend` feeds the times too: its one-piece answer is the towers' + faiss answer.
+    from dssm_tf.cli import recommend as command
+    from dssm_tf.serving.loaded import load_retrieval
+
+    one_piece, _ = load_retrieval(loaded.export_dir)
+    user = int(users[2])
+    items, got_scores = command.recommend_in_one_piece(one_piece, ml, split, user, 7,
+                                                       timed=True)
+    want, want_scores = command.recommend(loaded, ml, split, user, 7)
+    np.testing.assert_array_equal(items, want)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
