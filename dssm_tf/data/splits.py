@@ -78,16 +78,18 @@ class Split:
 
     def histories(self, users: np.ndarray, length: int) -> np.ndarray:
         """The last `length` training items of each user, as item index + 1, right-aligned."""
-        ends = self.user_offsets[np.asarray(users) + 1]
-        return history_window(self.train.item.to_numpy(), self.user_offsets[users], ends,
-                              length)
+        return self._last_rows(self.train.item.to_numpy(), users, length, offset=1)
 
     def history_timestamps(self, users: np.ndarray, length: int) -> np.ndarray:
         """The times of the items `histories` gives, right-aligned, 0 where it pads."""
-        ends = self.user_offsets[np.asarray(users) + 1]
-        # history_window adds 1 to what it gathers and pads with 0.
-        return history_window(self.train.timestamp.to_numpy(np.int64) - 1,
-                              self.user_offsets[users], ends, length)
+        return self._last_rows(self.train.timestamp.to_numpy(np.int64), users, length, offset=0)
+
+    def _last_rows(self, column: np.ndarray, users: np.ndarray, length: int,
+                   offset: int) -> np.ndarray:
+        """`history_window` of a training column over each user's last `length` rows."""
+        users = np.asarray(users)
+        return history_window(column, self.user_offsets[users], self.user_offsets[users + 1],
+                              length, offset)
 
     @functools.cached_property
     def _request_times(self) -> np.ndarray:
@@ -159,11 +161,12 @@ def chronological_order(user: np.ndarray, stamp: np.ndarray) -> np.ndarray:
 
 
 def history_window(items: np.ndarray, starts: np.ndarray, ends: np.ndarray,
-                   length: int) -> np.ndarray:
-    """`items[max(start, end - length):end] + 1` per row, right-aligned in a zero-padded array."""
+                   length: int, offset: int = 1) -> np.ndarray:
+    """`items[max(start, end - length):end] + offset` per row, right-aligned in a zero-padded
+    array (the default offset keeps item index 0 apart from the padding)."""
     positions = np.asarray(ends)[:, None] - length + np.arange(length)[None, :]
     valid = positions >= np.asarray(starts)[:, None]
-    window = np.where(valid, items[np.clip(positions, 0, max(len(items) - 1, 0))] + 1, 0)
+    window = np.where(valid, items[np.clip(positions, 0, max(len(items) - 1, 0))] + offset, 0)
     return window.astype(np.int64)
 
 

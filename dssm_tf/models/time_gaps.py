@@ -39,8 +39,7 @@ def gap_buckets(timestamps: tf.Tensor, request_time: tf.Tensor) -> tf.Tensor:
     >>> gap_buckets(tf.constant([[0, 100, 100]], tf.int64), tf.constant([108], tf.int64))
     <tf.Tensor: shape=(1, 3), dtype=int64, numpy=array([[14,  0,  7]])>
     """
-    timestamps = tf.cast(timestamps, tf.int64)
-    following = tf.concat([timestamps[:, 1:], tf.cast(request_time, tf.int64)[:, None]], axis=1)
+    timestamps, following = _with_following(timestamps, request_time)
     return bucket_of(following - timestamps)
 
 
@@ -55,9 +54,17 @@ def relative_buckets(timestamps: tf.Tensor, request_time: tf.Tensor) -> tf.Tenso
     array([[7, 0],
            [7, 3]])>
     """
+    timestamps, following = _with_following(timestamps, request_time)
+    return bucket_of(following[:, :, None] - timestamps[:, None, :])
+
+
+def _with_following(timestamps: tf.Tensor,
+                    request_time: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(the times as int64, the time of the event after each: the next item's, the request's
+    for the last)."""
     timestamps = tf.cast(timestamps, tf.int64)
     following = tf.concat([timestamps[:, 1:], tf.cast(request_time, tf.int64)[:, None]], axis=1)
-    return bucket_of(following[:, :, None] - timestamps[:, None, :])
+    return timestamps, following
 
 
 def bucket_of(gap: tf.Tensor) -> tf.Tensor:

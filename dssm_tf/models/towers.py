@@ -9,8 +9,8 @@ embeddings per multi-valued one, standardised numeric ones] [+ the user's last
 `history_length` items, encoded by a `dssm_tf.models.encoders` encoder: their mean, or causal
 self-attention; with `history_time`, each item's embedding plus that of its gap to the next
 event, the last one's to the request (`dssm_tf.models.time_gaps`)] -> MLP -> (L2-normalised)
-embedding. `UserTower.sequence` gives that embedding
-at every position of a history at once (training on sequences).
+embedding. `UserTower.sequence` gives that embedding at every position of a history at once
+(training on sequences).
 Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
 
 Usage::
@@ -28,8 +28,8 @@ import tf_keras as keras
 
 from dssm_tf.config import TowerConfig
 from dssm_tf.data.dataset import Dataset
-from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, INT64, MULTI, MULTI_SEPARATOR, NUMERIC,
-                                  REQUEST_TIME, Feature, Schema)
+from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, INT64, MULTI, MULTI_SEPARATOR,
+                                 NUMERIC, REQUEST_TIME, Feature, Schema)
 from dssm_tf.models.encoders import make_encoder, masked_mean
 from dssm_tf.models.time_gaps import TimeGapEmbedding, relative_buckets
 
