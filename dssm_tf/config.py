@@ -45,7 +45,7 @@ EARLY_STOPPING_METRICS = ("loss", "recall")
 ENCODERS = ("mean", "attention")
 EXAMPLES = ("interactions", "sequences")
 CROPS = ("random", "latest")
-VALIDATIONS = ("random", "temporal", "last")
+VALIDATIONS = ("random", "temporal", "last", "none")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
@@ -323,10 +323,12 @@ class RunConfig:
             raise ConfigError("negative_sampler", "inbatch needs --loss=inbatch")
         if self.loss.loss != "inbatch" and self.sampler.num_negatives < 1:
             raise ConfigError("num_negatives", f"--loss={self.loss.loss} needs at least 1")
-        if (self.training.early_stopping_metric == "recall"
-                and self.training.validation_share <= 0
-                and self.training.validation != "last"):
-            raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
+        if self.training.early_stopping_metric == "recall":
+            if self.training.validation == "none":
+                raise ConfigError("early_stopping_metric", "recall needs validation rows: "
+                                                           "--validation=none holds none out")
+            if self.training.validation_share <= 0 and self.training.validation != "last":
+                raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
         if self.training.train_files and self.tower.history_time:
             raise ConfigError("train_files", "prepared files hold no times: --history_time "
                                              "trains from the data set itself")

@@ -179,6 +179,33 @@ def test_validation_splits(world):
     assert len(val) == pytest.approx(0.2 * len(stamps), rel=0.1)
     fit, val = validation_split(split, TrainingConfig(validation="random", seed=3))
     assert sorted(np.r_[fit, val]) == list(range(len(stamps)))
+    fit, val = validation_split(split, TrainingConfig(validation="none"))
+    assert fit.tolist() == list(range(len(stamps))) and len(val) == 0
+
+
+def test_without_validation_every_training_item_is_a_target(world):
+    """--validation=none (the refit): no validation pass, and the training windows predict
+    each user's last training item too, which --validation=last holds out."""
+    from dssm_tf.errors import ConfigError
+
+    ml, split = world
+    items = split.train.item.to_numpy()
+    ends = split.user_offsets[1:]
+    for validation, offset in (("last", 2), ("none", 1)):
+        pipeline = _pipeline(world, validation=validation, crop="latest")
+        assert (pipeline.validation() is None) == (validation == "none")
+        final = {}     # user key -> the item the last target position of its window predicts
+        for batch in map(_numpy, pipeline.training().take(pipeline.steps_per_epoch)):
+            for key, targets, mask in zip(batch["user"]["user_id"], batch["positive_item"],
+                                          batch["target_mask"]):
+                final[int(key)] = int(targets[np.flatnonzero(mask)[-1]])
+        expected = {int(ml.user_keys[u]): int(items[ends[u] - offset])
+                    for u in range(len(ends)) if ends[u] - split.user_offsets[u] > offset}
+        assert {key: final[key] for key in expected} == expected
+    with pytest.raises(ConfigError, match="--validation=none holds none out") as error:
+        run_config(examples="sequences", loss="inbatch", history_length=L, validation="none",
+                   early_stopping_metric="recall").validate()
+    assert error.value.parameter == "early_stopping_metric"
 
 
 def test_the_all_sampler_makes_every_training_item_a_candidate_of_every_batch(world):

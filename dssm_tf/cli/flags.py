@@ -98,7 +98,9 @@ flags.DEFINE_float("frequency_power", 0.75, "frequency sampler: weight = count**
 flags.DEFINE_enum("validation", "random", list(config.VALIDATIONS), "The training interactions "
                   "held out for early stopping: a random --validation_share of them; the last "
                   "--validation_share of the training period (temporal: sees a time split's "
-                  "shift); or each user's last one (last: as leave_last_one_out tests).")
+                  "shift); each user's last one (last: as leave_last_one_out tests); or none "
+                  "(every interaction trains, all --epochs run, the last weights are kept: the "
+                  "refit once validation has chosen the settings).")
 flags.DEFINE_float("validation_share", 0.1, "Share of training interactions held out for early "
                    "stopping (random, temporal).", lower_bound=0.0, upper_bound=0.9)
 flags.DEFINE_enum("examples", "interactions", list(config.EXAMPLES), "Training examples: one "

@@ -295,9 +295,13 @@ def validation_split(split: Split, training: TrainingConfig) -> tuple[np.ndarray
     - ``temporal``: those in the last `validation_share` of the training period, by time — the
       shift a time split tests (a year ahead) is seen by the validation too;
     - ``last``: each user's last training interaction (users with at least two) — what
-      leave-last-one-out tests, one step earlier.
+      leave-last-one-out tests, one step earlier;
+    - ``none``: every interaction trains (the refit, once validation has chosen the settings:
+      every epoch runs and the last weights are kept).
     """
     num_rows = len(split.train)
+    if training.validation == "none":
+        return np.arange(num_rows), np.arange(0)
     if training.validation == "random":
         return split_validation(num_rows, training.validation_share, training.seed)
     if training.validation == "temporal":

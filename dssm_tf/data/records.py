@@ -148,7 +148,7 @@ def expectations(dataset: Dataset, split: Split, tower: TowerConfig,
     data = {key: value for key, value in dataclasses.asdict(dataset.config).items()
             if key not in _PATH_FIELDS}
     validation = {"validation": training.validation}
-    if training.validation != "last":
+    if training.validation in ("random", "temporal"):
         validation["validation_share"] = training.validation_share
     if training.validation == "random":   # the seed draws the validation rows
         validation["seed"] = training.seed
