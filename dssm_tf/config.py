@@ -242,6 +242,7 @@ class LossConfig:
     gamma: float = 20.0               # softmax: logits = gamma * score
     sampling_correction: bool = False  # bce / softmax: -log(q(i)/q_uniform) offsets
     logq_weight: float = 1.0          # inbatch
+    exclude_user_items: bool = False  # sequences: no item of a user's window is its negative
 
     @property
     def shares_negatives(self) -> bool:
@@ -329,6 +330,9 @@ class RunConfig:
                                                            "--validation=none holds none out")
             if self.training.validation_share <= 0 and self.training.validation != "last":
                 raise ConfigError("early_stopping_metric", "recall needs --validation_share > 0")
+        if self.loss.exclude_user_items and self.training.examples != "sequences":
+            raise ConfigError("exclude_user_items", "needs --examples=sequences (a window's "
+                                                    "items are its user's)")
         if self.training.train_files and self.tower.history_time:
             raise ConfigError("train_files", "prepared files hold no times: --history_time "
                                              "trains from the data set itself")

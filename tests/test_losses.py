@@ -362,3 +362,42 @@ def test_candidate_softmax_both_forms_match_numpy():
     got = float(scheme(tf.constant(user), tf.constant(candidates), tf.constant(items),
                        tf.constant(labels), tf.constant(negatives)))
     assert got == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("candidates", ["all", "inbatch", "uniform"])
+def test_candidate_softmax_leaves_the_users_own_items_out_of_its_negatives(candidates):
+    """--exclude_user_items: a position's softmax drops every other target of its window (the
+    items its user has or will have), keeping its own target; other windows are unaffected."""
+    rng = np.random.default_rng(6)
+    positions, distinct = 6, 5
+    user = rng.normal(size=(positions, D)).astype(np.float32)
+    candidates_ = rng.normal(size=(distinct, D)).astype(np.float32)
+    items = np.arange(distinct)
+    labels = np.array([0, 1, 2, 3, 3, 4])
+    windows = np.array([0, 0, 0, 1, 1, 1])               # window 0 holds 0-2, window 1 3-4
+    negatives = np.array([0, 2, 4])
+    p = np.full(distinct, 0.2)
+    own = np.zeros((positions, distinct), bool)
+    for position, window in enumerate(windows):
+        own[position, labels[windows == window]] = True
+    own[np.arange(positions), labels] = False             # the target itself stays
+    kwargs = dict(temperature=0.5, positions=positions, num_negatives=3, candidates=candidates)
+    plain = losses.CandidateSoftmax(p, p, **kwargs)
+    scheme = losses.CandidateSoftmax(p, p, exclude_user_items=True, **kwargs)
+    args = (tf.constant(user), tf.constant(candidates_), tf.constant(items),
+            tf.constant(labels), tf.constant(negatives))
+    got = float(scheme(*args, windows=tf.constant(windows, tf.int64)))
+    if candidates == "uniform":
+        positive = (user * candidates_[labels]).sum(-1, keepdims=True)
+        sampled = user @ candidates_[negatives].T - 0.5 * np.log(3 * p[negatives])[None]
+        sampled[(labels[:, None] == negatives[None, :]) | own[:, negatives]] = -1e9
+        logits = np.concatenate([positive, sampled], axis=1) / 0.5
+        want = -_log_softmax(logits)[:, 0].mean()
+    else:
+        logits = user @ candidates_.T / 0.5
+        if candidates == "inbatch":
+            logits -= np.log(1 - (1 - p) ** positions * (1 - p) ** 3)[None]
+        logits[own] = -1e9
+        want = -_log_softmax(logits)[np.arange(positions), labels].mean()
+    assert got == pytest.approx(want, rel=1e-5)
+    assert got < float(plain(*args))      # fewer terms in each denominator

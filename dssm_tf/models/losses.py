@@ -240,9 +240,14 @@ class CandidateSoftmax(keras.layers.Layer):
       negative equal to the target is masked; the negatives' logits lose `logq_weight` *
       log(N q) (the sampled-softmax correction: N draws stand for the whole catalogue).
 
+    With `exclude_user_items`, no item of a position's own window other than its target is a
+    negative of that position: neither those the user had before (evaluation leaves seen items
+    out of the ranking, so pushing them down teaches nothing it asks for, and pushes down the
+    items like them) nor those still to come (they are the user's positives elsewhere).
+
     Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P],
-    negatives [N])``: `labels[p]` and `negatives[n]` are rows of `candidates` (the distinct
-    items, embedded once).
+    negatives [N], windows [P])``: `labels[p]` and `negatives[n]` are rows of `candidates` (the
+    distinct items, embedded once) and `windows[p]` the window position p belongs to.
     """
 
     sequence = True
@@ -251,7 +256,7 @@ class CandidateSoftmax(keras.layers.Layer):
     def __init__(self, train_probabilities: np.ndarray,
                  negative_probabilities: np.ndarray | None = None, temperature: float = 0.05,
                  positions: float = 1.0, num_negatives: int = 0, logq_weight: float = 1.0,
-                 candidates: str = "inbatch", **kwargs):
+                 candidates: str = "inbatch", exclude_user_items: bool = False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         p = np.asarray(train_probabilities, np.float64)
@@ -259,6 +264,7 @@ class CandidateSoftmax(keras.layers.Layer):
              else np.zeros_like(p))
         self.sampled = candidates not in ("inbatch", "all")
         self.temperature = temperature
+        self.exclude_user_items = exclude_user_items
         if candidates == "all":
             self.correction = None      # the exact softmax: nothing to correct
         elif candidates == "inbatch":
@@ -271,12 +277,16 @@ class CandidateSoftmax(keras.layers.Layer):
             expected = np.maximum(num_negatives * q, (num_negatives * q)[q > 0].min())
             self.correction = tf.constant(logq_weight * np.log(expected), tf.float32)
 
-    def call(self, user, candidates, candidate_items, labels, negatives=None):
+    def call(self, user, candidates, candidate_items, labels, negatives=None, windows=None):
         labels = tf.cast(labels, tf.int32)
         if not self.sampled:
             logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
             if self.correction is not None:
                 logits -= tf.gather(self.correction, candidate_items)[None, :]
+            if self.exclude_user_items:
+                own = self._own_items(labels, windows, tf.shape(candidates)[0])
+                own &= ~tf.cast(tf.one_hot(labels, tf.shape(candidates)[0]), tf.bool)
+                logits = tf.where(own, _MASKED, logits)
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=labels, logits=logits))
         negatives = tf.cast(negatives, tf.int32)
@@ -284,10 +294,23 @@ class CandidateSoftmax(keras.layers.Layer):
         sampled = tf.matmul(user, tf.gather(candidates, negatives), transpose_b=True)
         sampled -= self.temperature * tf.gather(self.correction,
                                                 tf.gather(candidate_items, negatives))[None, :]
-        sampled = tf.where(tf.equal(labels[:, None], negatives[None, :]), _MASKED, sampled)
+        masked = tf.equal(labels[:, None], negatives[None, :])
+        if self.exclude_user_items:
+            own = self._own_items(labels, windows, tf.shape(candidates)[0])
+            masked |= tf.gather(own, negatives, axis=1)
+        sampled = tf.where(masked, _MASKED, sampled)
         logits = tf.concat([positive, sampled], axis=1) / self.temperature
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.zeros_like(labels), logits=logits))
+
+
+    @staticmethod
+    def _own_items(labels: tf.Tensor, windows: tf.Tensor, num_candidates: tf.Tensor) -> tf.Tensor:
+        """[P, C]: whether candidate c is among the targets of position p's window."""
+        windows = tf.cast(windows, tf.int32)
+        shape = tf.stack([tf.reduce_max(windows) + 1, num_candidates])
+        counts = tf.scatter_nd(tf.stack([windows, labels], axis=1), tf.ones_like(labels), shape)
+        return tf.gather(counts > 0, windows)
 
 
 def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
@@ -304,7 +327,8 @@ def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
         return CandidateSoftmax(train_probabilities, sampler_probabilities,
                                 temperature=config.temperature, positions=batch_size,
                                 num_negatives=num_negatives, logq_weight=config.logq_weight,
-                                candidates=candidates)
+                                candidates=candidates,
+                                exclude_user_items=config.exclude_user_items)
     correction = (SamplingCorrection(sampler_probabilities)
                   if config.sampling_correction else None)
     if config.loss == "bce":

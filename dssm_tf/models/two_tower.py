@@ -72,7 +72,9 @@ class TwoTowerModel(keras.Model):
         candidates = self.item_tower({name: tf.gather(value, first)
                                       for name, value in features.items()}, training=training)
         positions = tf.shape(user)[0]
-        return self.scheme(user, candidates, distinct, row[:positions], row[positions:])
+        windows = tf.where(mask)[:, 0]     # the window (batch row) of each target position
+        return self.scheme(user, candidates, distinct, row[:positions], row[positions:],
+                           windows=windows)
 
     def call(self, batch: dict, training: bool = False) -> tf.Tensor:
         """The batch loss; calling the model once on a batch builds every variable."""
