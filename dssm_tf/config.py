@@ -242,7 +242,7 @@ class LossConfig:
     gamma: float = 20.0               # softmax: logits = gamma * score
     sampling_correction: bool = False  # bce / softmax: -log(q(i)/q_uniform) offsets
     logq_weight: float = 1.0          # inbatch
-    exclude_user_items: bool = False  # sequences: no item of a user's window is its negative
+    exclude_user_items: bool = False  # sequences: a window's targets are not its negatives
 
     @property
     def shares_negatives(self) -> bool:

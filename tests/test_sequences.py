@@ -225,20 +225,24 @@ def test_the_all_sampler_is_refused_outside_sequences():
     assert error.value.parameter == "negative_sampler"
     run_config(examples="sequences", loss="inbatch", negative_sampler="all", num_negatives=0,
                history_length=L).validate()
+    with pytest.raises(ConfigError, match="needs --examples=sequences") as error:
+        run_config(loss="inbatch", history_length=L, exclude_user_items=True).validate()
+    assert error.value.parameter == "exclude_user_items"
 
 
 def test_sequence_training_learns(world, tmp_path):
     from dssm_tf.training import trainer
 
     ml, split = world
-    for encoder, sampler in (("attention", "uniform"), ("mean", "inbatch"), ("mean", "all")):
+    for encoder, sampler, exclude in (("attention", "uniform", False), ("mean", "inbatch", False),
+                                      ("mean", "all", False), ("attention", "all", True)):
         run = run_config(examples="sequences", user_encoder=encoder, history_length=L,
                          loss="inbatch", negative_sampler=sampler, num_negatives=8,
                          temperature=0.2, epochs=3, batch_size=16, embedding_dim=8,
                          hidden_units=(8,), learning_rate=0.01, validation="last",
-                         verbose=False)
+                         exclude_user_items=exclude, verbose=False)
         run.validate()
-        result = trainer.fit(run, ml, split, str(tmp_path / encoder))
+        result = trainer.fit(run, ml, split, str(tmp_path / f"{encoder}-{sampler}-{exclude}"))
         history = result.model.history.history
         assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
         assert history["loss"][-1] < history["loss"][0], (encoder, history["loss"])

@@ -202,9 +202,9 @@ flags.DEFINE_boolean("sampling_correction", False, "bce/softmax: add -log(q(i)/q
                      "popular items.")
 flags.DEFINE_float("logq_weight", 1.0, "inbatch: weight of the logQ correction (1 = full, "
                    "0 = none).", lower_bound=0.0)
-flags.DEFINE_boolean("exclude_user_items", False, "sequences: no other item of a user's window "
-                     "is a negative of its positions (those seen before, which evaluation "
-                     "leaves out of the ranking anyway, and those still to come).")
+flags.DEFINE_boolean("exclude_user_items", False, "sequences: no other target of a user's "
+                     "window is a negative of its positions (the items seen before, which "
+                     "evaluation leaves out of the ranking anyway, and those still to come).")
 
 # --- export-side evaluation and retrieval (evaluate, recommend) --------------------------------
 flags.DEFINE_string("export_dir", None,

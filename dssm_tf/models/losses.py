@@ -240,10 +240,10 @@ class CandidateSoftmax(keras.layers.Layer):
       negative equal to the target is masked; the negatives' logits lose `logq_weight` *
       log(N q) (the sampled-softmax correction: N draws stand for the whole catalogue).
 
-    With `exclude_user_items`, no item of a position's own window other than its target is a
-    negative of that position: neither those the user had before (evaluation leaves seen items
-    out of the ranking, so pushing them down teaches nothing it asks for, and pushes down the
-    items like them) nor those still to come (they are the user's positives elsewhere).
+    With `exclude_user_items`, no other target of a position's window is a negative of that
+    position: neither the items the user had before it (evaluation leaves seen items out of
+    the ranking, so pushing them down teaches nothing it asks for, and pushes down the items
+    like them) nor those still to come (the user's positives at later positions).
 
     Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P],
     negatives [N], windows [P])``: `labels[p]` and `negatives[n]` are rows of `candidates` (the
@@ -302,7 +302,6 @@ class CandidateSoftmax(keras.layers.Layer):
         logits = tf.concat([positive, sampled], axis=1) / self.temperature
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.zeros_like(labels), logits=logits))
-
 
     @staticmethod
     def _own_items(labels: tf.Tensor, windows: tf.Tensor, num_candidates: tf.Tensor) -> tf.Tensor:
