@@ -65,7 +65,12 @@ def hit_ranks(top_k: np.ndarray, users: np.ndarray, test_users: np.ndarray,
     rows = np.searchsorted(users, test_users)
     if np.any(rows >= len(users)) or np.any(users[np.minimum(rows, len(users) - 1)] != test_users):
         raise ValueError("every test user needs a row in top_k")
-    match = top_k[rows] == np.asarray(test_items)[:, None]
+    return ranks_in_lists(top_k[rows], test_items)
+
+
+def ranks_in_lists(top_k: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """0-based rank of `items[i]` in the list `top_k[i]`; `top_k.shape[1]` where it is absent."""
+    match = top_k == np.asarray(items)[:, None]
     return np.where(match.any(axis=1), match.argmax(axis=1), top_k.shape[1])
 
 

@@ -64,8 +64,7 @@ class ValidationRecall(keras.callbacks.Callback):
             top = metrics.top_k_from_scores(query.numpy() @ items.T, self.k,
                                             exclude=self.fit_seen[users],
                                             candidates=self.candidates)
-            match = top == self.targets[start:start + len(users), None]
-            ranks.append(np.where(match.any(1), match.argmax(1), self.k))
+            ranks.append(metrics.ranks_in_lists(top, self.targets[start:start + len(users)]))
         return np.concatenate(ranks)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
