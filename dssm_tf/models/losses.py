@@ -279,14 +279,14 @@ class CandidateSoftmax(keras.layers.Layer):
 
     def call(self, user, candidates, candidate_items, labels, negatives=None, windows=None):
         labels = tf.cast(labels, tf.int32)
+        others = (self._other_targets(labels, windows, tf.shape(candidates)[0])
+                  if self.exclude_user_items else None)
         if not self.sampled:
             logits = tf.matmul(user, candidates, transpose_b=True) / self.temperature
             if self.correction is not None:
                 logits -= tf.gather(self.correction, candidate_items)[None, :]
-            if self.exclude_user_items:
-                own = self._own_items(labels, windows, tf.shape(candidates)[0])
-                own &= ~tf.cast(tf.one_hot(labels, tf.shape(candidates)[0]), tf.bool)
-                logits = tf.where(own, _MASKED, logits)
+            if others is not None:
+                logits = tf.where(others, _MASKED, logits)
             return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=labels, logits=logits))
         negatives = tf.cast(negatives, tf.int32)
@@ -295,21 +295,22 @@ class CandidateSoftmax(keras.layers.Layer):
         sampled -= self.temperature * tf.gather(self.correction,
                                                 tf.gather(candidate_items, negatives))[None, :]
         masked = tf.equal(labels[:, None], negatives[None, :])
-        if self.exclude_user_items:
-            own = self._own_items(labels, windows, tf.shape(candidates)[0])
-            masked |= tf.gather(own, negatives, axis=1)
+        if others is not None:
+            masked |= tf.gather(others, negatives, axis=1)
         sampled = tf.where(masked, _MASKED, sampled)
         logits = tf.concat([positive, sampled], axis=1) / self.temperature
         return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=tf.zeros_like(labels), logits=logits))
 
     @staticmethod
-    def _own_items(labels: tf.Tensor, windows: tf.Tensor, num_candidates: tf.Tensor) -> tf.Tensor:
-        """[P, C]: whether candidate c is among the targets of position p's window."""
+    def _other_targets(labels: tf.Tensor, windows: tf.Tensor,
+                       num_candidates: tf.Tensor) -> tf.Tensor:
+        """[P, C]: whether candidate c is a target of position p's window other than p's own."""
         windows = tf.cast(windows, tf.int32)
         shape = tf.stack([tf.reduce_max(windows) + 1, num_candidates])
         counts = tf.scatter_nd(tf.stack([windows, labels], axis=1), tf.ones_like(labels), shape)
-        return tf.gather(counts > 0, windows)
+        return tf.gather(counts > 0, windows) & tf.not_equal(
+            tf.range(num_candidates)[None, :], labels[:, None])
 
 
 def make_loss(config: LossConfig, *, sampler_probabilities: np.ndarray,
