@@ -34,6 +34,7 @@ DATASETS = MOVIELENS + (TABULAR,)
 TIME_SPLIT, LEAVE_LAST_ONE_OUT = "time_split", "leave_last_one_out"
 PROTOCOLS = (TIME_SPLIT, LEAVE_LAST_ONE_OUT)
 MISSING_KEYS = ("error", "drop")
+ORDER = "order"   # --time_column=COLUMN:order: integers that only order the interactions
 LOSSES = ("bce", "triplet", "softmax", "inbatch")
 SAMPLERS = ("uniform", "frequency", "inbatch", "all")  # all: every item (sequences)
 SIMILARITIES = ("cosine", "dot")
@@ -49,6 +50,10 @@ VALIDATIONS = ("random", "temporal", "last", "none")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 SCHEDULES = ("constant", "cosine")
 INDEX_KINDS = ("flat", "ivf", "hnsw")
+# When a timed user tower is told the request comes (`Split.request_times`): unknown (none), at
+# the last history item's time (last), at the held-out interaction's own time (next).
+REQUEST_TIMES = ("none", "last", "next")
+NO_REQUEST_TIME = -1  # the request time fed for "unknown": a negative time means none
 
 
 def _choice(field: str, value, choices) -> None:
@@ -95,7 +100,10 @@ class DataConfig:
     when missing). `tabular` reads `interactions` (.csv/.tsv with a header row, or .parquet)
     with the named columns; `users`/`items` are optional feature tables keyed by the same
     columns. A feature column is ``name`` (categorical), ``name:multi`` (``|``-separated
-    values, mean-pooled) or ``name:numeric`` (a float, standardised).
+    values, mean-pooled) or ``name:numeric`` (a float, standardised). `time_column` is
+    ``name`` (real times: Unix seconds or ISO dates), ``name:order`` (integers that only
+    order the interactions) or empty (the file's row order); `time_source` parses it and
+    `real_times` says which.
     """
 
     dataset: str = MOVIELENS_1M
@@ -123,11 +131,36 @@ class DataConfig:
             if not self.interactions:
                 raise ConfigError("interactions", "required with --dataset=tabular (a .csv, "
                                                   ".tsv or .parquet file of interactions)")
+            self.time_source  # noqa: B018  (ConfigError for a bad --time_column)
         else:
             for field in tabular_only + ("user_feature_columns", "item_feature_columns"):
                 if getattr(self, field):
                     raise ConfigError(field, f"only read with --dataset=tabular "
                                              f"(--dataset={self.dataset} has a fixed layout)")
+
+    @property
+    def time_source(self) -> tuple[str | None, bool]:
+        """`time_column` as (column, real times): ``"time"`` -> ("time", True), Unix seconds
+        or ISO dates; ``"step:order"`` -> ("step", False), integers that only order the
+        interactions; ``""`` -> (None, False), the file's row order. ConfigError for any other
+        ``:kind``."""
+        spec = (self.time_column or "").strip()
+        if not spec:
+            return None, False
+        column, colon, kind = spec.partition(":")
+        if not column or (colon and kind != ORDER):
+            raise ConfigError("time_column", f"expected COLUMN (Unix seconds or ISO dates), "
+                                             f"COLUMN:{ORDER} (integers that only order the "
+                                             f"interactions) or nothing (the file's order), "
+                                             f"got {self.time_column!r}")
+        return column, not colon
+
+    @property
+    def real_times(self) -> bool:
+        """Whether the interactions' timestamps are real times (Unix seconds), as MovieLens'
+        and a tabular time column's are; ``COLUMN:order`` and an empty `time_column` give an
+        order only (sorting and leave-last-one-out work, time cutoffs and gaps do not)."""
+        return self.dataset != TABULAR or self.time_source[1]
 
 
 # --- split -------------------------------------------------------------------------------------
@@ -189,16 +222,20 @@ class TowerConfig:
     attention_feed_forward: int = 1  # attention: the feed-forward layer's width / embedding_dim
     attention_gating: bool = False   # attention: LiGR's sigmoid gates on the residual branches
     encoder_dropout: float = 0.2
-    # The history's items carry the time to the next event, the last one's to the request
-    # (`dssm_tf.models.time_gaps`); the user tower then takes their times and the request's.
+    # The history's items carry their gap since the item before (`dssm_tf.models.time_gaps`);
+    # the user tower then takes their times (and the request's, used by request_gap only).
     history_time: bool = False
-    attention_time_bias: bool = False  # attention: HSTU's relative time bias (needs history_time)
+    attention_time_bias: bool = False  # attention: a bias per bucket of time between items
+    request_gap: bool = False  # + the gap from the last item to the request (HSTU's target time)
 
     @property
     def output_dim(self) -> int:
         return self.hidden_units[-1] if self.hidden_units else self.embedding_dim
 
-    def validate(self) -> None:
+    def validate(self, history_derived: bool = False) -> None:
+        """`history_derived`: a history_length of 0 is still to be derived from the data
+        (sequences, `dssm_tf.data.sequence_settings`), so the settings that need a history
+        are not refused for it."""
         _at_least("embedding_dim", self.embedding_dim, 1)
         _at_least("feature_dim", self.feature_dim, 1)
         _at_least("history_length", self.history_length, 0)
@@ -217,16 +254,20 @@ class TowerConfig:
             if not 0.0 <= getattr(self, field) < 1.0:
                 raise ConfigError(field, f"expected 0 <= {field} < 1, got "
                                          f"{getattr(self, field)}")
-        if self.share_item_embeddings and self.history_length < 1:
+        no_history = self.history_length < 1 and not history_derived
+        if self.share_item_embeddings and no_history:
             raise ConfigError("share_item_embeddings", "needs --history_length >= 1")
-        if self.history_time and self.history_length < 1:
+        if self.history_time and no_history:
             raise ConfigError("history_time", "times a history: it needs --history_length >= 1")
         if self.attention_time_bias and not (self.history_time
                                              and self.user_encoder == "attention"):
             raise ConfigError("attention_time_bias", "biases the attention encoder by the "
                                                      "history's times: it needs "
                                                      "--user_encoder=attention --history_time")
-        if self.user_encoder != "mean" and self.history_length < 1:
+        if self.request_gap and not self.history_time:
+            raise ConfigError("request_gap", "measures from the history's last time: it needs "
+                                             "--history_time")
+        if self.user_encoder != "mean" and no_history:
             raise ConfigError("user_encoder", f"{self.user_encoder} encodes a history: it "
                                               f"needs --history_length >= 1")
 
@@ -278,13 +319,18 @@ class TrainingConfig:
     history_gap: int = 0
     examples: str = "interactions"   # sequences: every position of a user's sequence at once
     sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
-    shuffle_ties: bool = False       # sequences: a user's same-timestamp items in random order
+    shuffle_ties: bool = True        # sequences: a user's same-timestamp items in random order
     distribution: str = "none"       # tf.distribute strategy (`dssm_tf.training.distribute`)
     train_files: str | None = None   # TFRecord shards of `prepare` (glob), read instead of rows
     verbose: bool = True
 
     def validate(self) -> None:
-        for field in ("epochs", "batch_size", "steps_per_execution", "validation_rows"):
+        # sequences: an epochs or batch_size of 0 is derived from the data
+        # (`dssm_tf.data.sequence_settings`).
+        low = 0 if self.examples == "sequences" else 1
+        for field in ("epochs", "batch_size"):
+            _at_least(field, getattr(self, field), low)
+        for field in ("steps_per_execution", "validation_rows"):
             _at_least(field, getattr(self, field), 1)
         _at_least("patience", self.patience, 0)
         _at_least("history_gap", self.history_gap, 0)
@@ -318,8 +364,19 @@ class RunConfig:
 
     def validate(self) -> None:
         """Each part's checks, then the ones across parts."""
-        for part in (self.data, self.split, self.sampler, self.tower, self.loss, self.training):
+        for part in (self.data, self.split, self.sampler, self.loss, self.training):
             part.validate()
+        self.tower.validate(history_derived=self.training.examples == "sequences")
+        if not self.data.real_times:  # an order only: no time to cut at or to measure gaps in
+            given = (f"--time_column={self.data.time_column.strip()} gives an order only"
+                     if (self.data.time_column or "").strip()
+                     else "an empty --time_column gives the file's order only")
+            if self.tower.history_time:
+                raise ConfigError("history_time", f"needs real timestamps: {given}")
+            if self.split.protocol == TIME_SPLIT:
+                raise ConfigError("protocol", f"time_split cuts at a time and needs real "
+                                              f"timestamps: {given} (use "
+                                              f"--protocol={LEAVE_LAST_ONE_OUT})")
         if self.loss.loss != "inbatch" and self.sampler.negative_sampler == "inbatch":
             raise ConfigError("negative_sampler", "inbatch needs --loss=inbatch")
         if self.loss.loss != "inbatch" and self.sampler.num_negatives < 1:
@@ -342,14 +399,10 @@ class RunConfig:
         if self.sampler.negative_sampler == "all" and self.training.examples != "sequences":
             raise ConfigError("negative_sampler", "all (every item a candidate: a full "
                                                   "softmax) trains --examples=sequences")
-        if self.training.shuffle_ties and self.training.examples != "sequences":
-            raise ConfigError("shuffle_ties", "reorders the windows of --examples=sequences")
         if self.training.examples == "sequences":
             if self.loss.loss != "inbatch":
                 raise ConfigError("examples", "sequences train with --loss=inbatch (a softmax "
                                               "over the batch's items and shared negatives)")
-            if self.tower.history_length < 1:
-                raise ConfigError("examples", "sequences need --history_length >= 1")
             if (self.sampler.negative_sampler not in ("inbatch", "all")
                     and self.sampler.num_negatives < 1):
                 raise ConfigError("num_negatives", f"sequences with --negative_sampler="

@@ -125,6 +125,17 @@ def test_results_match_each_runs_metrics_json(bench):
             with open(path) as f:
                 values.append(json.load(f)["recall@50"])
         assert models[protocol]["tiny"]["metrics"]["recall@50"]["values"] == values
+        seed0 = os.path.join(bench.out, "runs", "tiny", protocol, "seed0")
+        with open(os.path.join(seed0, benchmark.RUN_RECORD)) as f:
+            command = json.load(f)["command"]
+        assert "--request_time=none" in command and "--tie_shuffles=3" in command
+        with open(os.path.join(seed0, benchmark.CURVE)) as f:
+            assert {key: value for key, value in json.load(f).items() if key != "curve"} == {
+                "k": 50, "max_k": MAX_K, "request_time": "none", "tie_shuffles": 3}
+        with open(os.path.join(seed0, "metrics.json")) as f:
+            run_metrics = json.load(f)
+        # No history in the tiny config: one pass, whatever --tie_shuffles says.
+        assert (run_metrics["request_time"], run_metrics["tie_shuffles"]) == ("none", 0)
         # The curve is evaluated from the export again: at K=50 it is the run's recall@50.
         curve = models[protocol]["tiny"]["recall_at_k"]["mean"]
         assert curve[49] == pytest.approx(np.mean(values), abs=1e-9)

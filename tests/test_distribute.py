@@ -1,5 +1,6 @@
-"""tf.distribute: the global-batch in-batch softmax, `mirrored` on two logical CPUs, and real
-two-worker `multi_worker` clusters on loopback (127.0.0.1, free ports, bounded in time)."""
+"""tf.distribute: the global-batch in-batch softmax (of pairs and of sequences), `mirrored` on
+two logical CPUs, and real two-worker `multi_worker` clusters on loopback (127.0.0.1, free
+ports, bounded in time), with interactions and with sequences as examples."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from tests import synthetic
@@ -79,6 +81,94 @@ def test_the_gathered_in_batch_loss_on_two_replicas_is_the_whole_batch_loss(tmp_
     whole, gathered, alone = map(float, proc.stdout.split()[-3:])
     assert gathered == pytest.approx(whole, rel=1e-5)
     assert abs(alone - whole) > 1e-3
+
+
+SEQUENCE_LOSS = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import dssm_tf
+    """) + textwrap.dedent(TWO_CPUS) + textwrap.dedent("""
+    from dssm_tf.config import LEAVE_LAST_ONE_OUT
+    from dssm_tf.training import trainer
+    from tests.conftest import load_ml, make_split, run_config
+    ml = load_ml(sys.argv[1])
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    SUM = tf.distribute.ReduceOp.SUM
+    for sampler, negatives in (("inbatch", 6), ("uniform", 6)):
+        run = run_config(examples="sequences", user_encoder="attention", history_length=8,
+                         loss="inbatch", negative_sampler=sampler, num_negatives=negatives,
+                         exclude_user_items=True, temperature=0.2, batch_size=16,
+                         embedding_dim=8, hidden_units=(8,), validation="last", verbose=False)
+        pipeline = trainer.make_pipeline(run, ml, split, replicas=2)
+        with strategy.scope():
+            model = trainer.build_model(run, ml, split, pipeline)
+            model(pipeline.first_batch())
+        reference = trainer.build_model(run, ml, split, pipeline)  # one replica, same weights
+        reference(pipeline.first_batch())
+        reference.set_weights(model.get_weights())
+        step = pipeline.steps_per_epoch + 2
+        whole = next(iter(pipeline.training(step)))      # the global batch, on one replica
+        with tf.GradientTape() as tape:
+            loss = reference.batch_loss(whole)
+        grads = [tf.convert_to_tensor(g).numpy() for g in
+                 tape.gradient(loss, reference.trainable_variables)]
+        # Replica 0's share scored against its own items only, as a per-replica loss would.
+        alone = reference.batch_loss(next(iter(pipeline.training(
+            step, tf.distribute.InputContext(1, 0, 2)))))
+
+        def replica_step(batch):
+            with tf.GradientTape() as tape:
+                local = model.batch_loss(batch)
+                scaled = local / 2                        # as TwoTowerModel.train_step does
+            return local, [tf.convert_to_tensor(g)
+                           for g in tape.gradient(scaled, model.trainable_variables)]
+
+        @tf.function
+        def distributed(batch):
+            local, g = strategy.run(replica_step, args=(batch,))
+            return (strategy.reduce(SUM, local, axis=None) / 2,
+                    [strategy.reduce(SUM, x, axis=None) for x in g])
+
+        shares = next(iter(strategy.distribute_datasets_from_function(
+            lambda context: pipeline.training(step, context))))
+        positions = [int(tf.reduce_sum(tf.cast(t, tf.int32))) for t in
+                     strategy.experimental_local_results(shares["target_mask"])]
+        gathered, gathered_grads = distributed(shares)
+        error = max(float(np.max(np.abs(a - b.numpy()))) for a, b in zip(grads, gathered_grads))
+        scale = max(float(np.max(np.abs(a))) for a in grads)
+        print(sampler, float(loss), float(gathered), float(alone), error / scale, *positions)
+        if sampler == "inbatch":  # Keras' fit, compiled with 64 steps a call, runs one a call
+            fitted = model.fit(strategy.distribute_datasets_from_function(
+                lambda context: pipeline.training(0, context)), epochs=1, steps_per_epoch=4,
+                verbose=0).history["loss"]
+            print("fit", run.training.steps_per_execution,
+                  model._steps_per_execution.numpy(), *fitted)
+""")
+
+
+def test_the_gathered_sequence_loss_on_two_replicas_is_the_global_batch_loss(tmp_path,
+                                                                             data_dir):
+    """`--examples=sequences` on two replicas, each with its share of a packed global batch
+    (and every position's window's other targets excluded): the mean of the replicas' losses
+    and the sum of their gradients (each loss divided by the replicas, as the model does) are
+    the one-replica loss and gradient of the whole global batch, in the in-batch form (the
+    replicas' distinct targets gathered, with extra shared negatives) and the sampled one,
+    though the two replicas hold unequal numbers of target positions. Keras' `fit` then
+    trains on the two, one step a call whatever `steps_per_execution` says."""
+    proc = subprocess.run([sys.executable, "-c", SEQUENCE_LOSS, data_dir], cwd=REPO_ROOT,
+                          env=command_env(tmp_path), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line.split() for line in proc.stdout.splitlines()[-3:]]
+    fit = lines.pop(1)
+    assert fit[:3] == ["fit", "64", "1"] and all(np.isfinite(float(v)) for v in fit[3:]), fit
+    assert [line[0] for line in lines] == ["inbatch", "uniform"]
+    for name, whole, gathered, alone, error, *positions in lines:
+        assert float(gathered) == pytest.approx(float(whole), rel=1e-5), name
+        assert float(error) < 1e-5, name
+        assert abs(float(alone) - float(whole)) > 1e-3, name
+    assert lines[0][5] != lines[0][6], lines      # the replicas held unequal positions
 
 
 def _train(tmp_path, data_dir, model_dir, *extra, prelude="", env=None):
@@ -160,6 +250,25 @@ def test_two_workers_on_loopback_train_and_the_chief_exports(tmp_path, data_dir,
                           timeout=TIMEOUT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout)["hit@10"] == pytest.approx(got["hit@10"])
+
+
+SEQUENCES = ("--examples=sequences", "--user_encoder=attention", "--history_length=8",
+             "--embedding_dim=8", "--hidden_units=8", "--batch_size=16", "--epochs=2",
+             "--num_negatives=4", "--exclude_user_items", "--temperature=0.2")
+
+
+def test_sequences_on_two_workers_on_loopback(tmp_path, data_dir):
+    """`--examples=sequences` (packed global batches split over the workers, the global-batch
+    softmax across them, validation on whole global batches) trains on a 2-worker cluster,
+    and the chief alone writes the export and metrics.json."""
+    model_dir = tmp_path / "model"
+    outputs = run_two_workers(tmp_path, data_dir, model_dir, *SEQUENCES)
+    assert "test users" in outputs[1] and "test users" not in outputs[0]
+    assert outputs[1].count("val_loss") == 2          # validated after each epoch
+    got = _metrics(model_dir)
+    assert (got["distribution"], got["examples"], got["epochs_run"]) == \
+        ("multi_worker", "sequences", 2)
+    assert 0 < got["hit@10"] <= 1 and got["n_test_users"] > 0
 
 
 def test_multi_worker_needs_tf_config(tmp_path, data_dir):

@@ -387,3 +387,131 @@ def test_loading_bars_on_a_terminal_only(world, monkeypatch, capsys, tmp_path):
     assert "loading movielens-1m" in text and "loading tabular" in text, text
     for before, after in zip(quiet, shown):   # the same data either way
         assert before.interactions.equals(after.interactions)
+
+
+# --- request times and same-second ties --------------------------------------------------------
+
+class _OrderedExport:
+    """A python-function `loaded.Export` whose user embedding depends on the history's order
+    (position-weighted item vectors); `timed`: it also takes the times and records the
+    request times it was fed."""
+
+    def __init__(self, ml, history_length=5, timed=False, dim=8):
+        rng = np.random.default_rng(7)
+        self.ml, self.timed, self.dim = ml, timed, dim
+        self.vectors = rng.standard_normal((ml.num_items + 1, dim)).astype(np.float32)
+        self.fed = []
+        inputs = {"user_id": ("int64", 1), "history": ("int64", 2)}
+        if timed:
+            inputs |= {"history_timestamps": ("int64", 2), "request_time": ("int64", 1)}
+        metadata = {"similarity": "dot", "embedding_dim": dim,
+                    "history_length": history_length,
+                    "signatures": {"user_tower": {"inputs": [
+                        {"name": n, "dtype": d, "rank": r} for n, (d, r) in inputs.items()]},
+                        "item_tower": {"inputs": [{"name": "movie_id", "dtype": "int64",
+                                                   "rank": 1}]}}}
+        self.export = loaded.Export("fake-ordered", self.user_tower, self.item_tower, metadata)
+
+    def _rows(self, keys):
+        keys = np.asarray(keys)
+        rows = np.zeros(keys.shape, np.int64)
+        known = keys != 0
+        rows[known] = self.ml.item_index(keys[known]) + 1
+        return rows
+
+    def item_tower(self, movie_id, **_):
+        return {"embedding": self.vectors[self._rows(movie_id.numpy())]}
+
+    def user_tower(self, user_id, history, **timed):
+        if self.timed:
+            self.fed.append({name: value.numpy() for name, value in timed.items()})
+        history = history.numpy()
+        weights = np.arange(1, history.shape[1] + 1, dtype=np.float32) ** 2
+        return {"embedding": np.einsum("nl,nld->nd", np.broadcast_to(
+            weights, history.shape), self.vectors[self._rows(history)])}
+
+
+@pytest.mark.parametrize("mode", ["none", "last", "next"])
+def test_each_request_time_mode_is_fed_to_a_timed_export(world, mode):
+    ml = world["ml"]
+    split = make_split(ml, TIME_SPLIT)
+    fake = _OrderedExport(ml, timed=True)
+    result, _ = evaluate_export(fake.export, ml, split, K, True, request_time=mode,
+                                batch_size=7)
+    assert result["request_time"] == mode and result["tie_shuffles"] == 0
+    fed = np.concatenate([call["request_time"] for call in fake.fed])
+    stamps = np.concatenate([call["history_timestamps"] for call in fake.fed])
+    users = split.test_users
+    assert len(fed) == len(users)
+    np.testing.assert_array_equal(stamps, split.history_timestamps(users, 5))
+    if mode == "none":  # nothing depends on the held-out interaction: "unknown"
+        assert (fed == -1).all()
+    elif mode == "last":  # the last history item's time
+        np.testing.assert_array_equal(fed, stamps[:, -1])
+    else:  # the held-out interaction's own time (HSTU's setting)
+        first = split.test.groupby("user").timestamp.min()
+        np.testing.assert_array_equal(fed, first.loc[users].to_numpy())
+    assert (fed == split.request_times(users, mode)).all()
+    with pytest.raises(InputError, match="request_time"):
+        evaluate_export(fake.export, ml, split, K, True, request_time="later")
+
+
+def test_tie_shuffles_average_the_passes_of_shuffled_splits(world, monkeypatch):
+    """A history export: N passes, on split.with_shuffled_ties(0..N-1), mean metrics, the
+    counts kept; without a history, or N = 0: one pass on the split as it is."""
+    from dssm_tf.data.splits import Split
+    from dssm_tf.evaluation import exports
+
+    ml = world["ml"]
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    fake = _OrderedExport(ml)
+    singles = [evaluate_export(fake.export, ml, split.with_shuffled_ties(seed), K, True)[0]
+               for seed in range(3)]
+    assert len({one[f"recall@{K}_user_mean"] for one in singles}
+               | {one[f"ndcg@{K}"] for one in singles}) > 2  # ties do move the lists here
+    seeds, shuffled = [], Split.with_shuffled_ties
+
+    def spy(self, seed):
+        seeds.append(seed)
+        return shuffled(self, seed)
+
+    monkeypatch.setattr(Split, "with_shuffled_ties", spy)
+    result, top = evaluate_export(fake.export, ml, split, K, True, tie_shuffles=3)
+    assert seeds == [0, 1, 2] and result["tie_shuffles"] == 3
+    for key in singles[0]:
+        if "@" in key:
+            assert result[key] == pytest.approx(np.mean([one[key] for one in singles]),
+                                                abs=1e-12), key
+        elif key not in ("seconds", "tie_shuffles"):
+            assert result[key] == singles[0][key], key
+    _, first_top = evaluate_export(fake.export, ml, split.with_shuffled_ties(0), K, True)
+    np.testing.assert_array_equal(top, first_top)  # the lists: the first pass's
+    _, tops = exports.evaluate_export_passes(fake.export, ml, split, K, True, tie_shuffles=2)
+    assert len(tops) == 2
+
+    seeds.clear()
+    plain, _ = evaluate_export(fake.export, ml, split, K, True, tie_shuffles=0)
+    assert seeds == [] and plain["tie_shuffles"] == 0
+    assert plain[f"ndcg@{K}"] == evaluate_export(fake.export, ml, split, K, True)[0][f"ndcg@{K}"]
+    no_history = _OrderedExport(ml, history_length=0)
+    result, _ = evaluate_export(no_history.export, ml, split, K, True, tie_shuffles=3)
+    assert seeds == [] and result["tie_shuffles"] == 0  # order is moot: one pass
+    assert exports.mean_of_passes([{"hit@1": 0.5, "n_test_users": 4, "k": 1},
+                                   {"hit@1": 1.0, "n_test_users": 4, "k": 1}]) == {
+        "hit@1": 0.75, "n_test_users": 4, "k": 1}
+
+
+def test_cli_evaluate_reports_request_time_and_tie_shuffles(world, tmp_path):
+    """The dot export has a history: --tie_shuffles=2 is the mean of two passes."""
+    output = tmp_path / "metrics.json"
+    proc = _run("dssm_tf.evaluate", f"--export_dir={world['dot'][0]}",
+                f"--data_dir={world['root'] / 'ml-1m'}", f"--k={K}", "--tie_shuffles=2",
+                "--request_time=last", f"--output={output}")
+    assert proc.returncode == 0, proc.stderr
+    printed = json.loads(proc.stdout)
+    assert (printed["request_time"], printed["tie_shuffles"]) == ("last", 2)
+    ml = world["ml"]
+    expected, _ = evaluate_export(world["dot"][0], ml, make_split(ml, TIME_SPLIT), K, True,
+                                  request_time="last", tie_shuffles=2)
+    for key in CONTRACT_KEYS:
+        assert printed[key] == pytest.approx(expected[key], abs=1e-12), key

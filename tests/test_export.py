@@ -421,7 +421,7 @@ def test_recommend_uses_the_one_piece_model(trained_run, tmp_path):
 
 
 def test_a_timed_export_serves_times_in_one_piece_as_the_towers_do(ml, tmp_path):
-    """``--history_time``: both the user tower and the one-piece model take
+    """``--history_time --request_gap``: both the user tower and the one-piece model take
     `history_timestamps` and `request_time`; a fresh process without dssm_tf gets the same
     lists as an exact faiss search over the towers with the same times, and a later request
     time changes them."""
@@ -429,10 +429,15 @@ def test_a_timed_export_serves_times_in_one_piece_as_the_towers_do(ml, tmp_path)
     from dssm_tf.serving.loaded import load_export, retrieve
 
     user_tower, item_tower = tiny_towers(ml, seed=3, history_length=L, history_time=True,
+                                         request_gap=True,
                                          user_encoder="attention", similarity="dot",
                                          hidden_units=(), share_item_embeddings=True,
                                          user_features=False, item_features=False,
                                          user_key_embedding=False)
+    user_tower(contract.user_inputs(ml, make_split(ml, LEAVE_LAST_ONE_OUT), np.arange(2), L,
+                                    timed=True))
+    table = user_tower.request_gap.embeddings   # starts at 0: give it values, as training would
+    table.assign(tf.random.stateless_normal(table.shape, [3, 4]))
     metadata = {"similarity": "dot", "embedding_dim": 8, "history_length": L,
                 "signatures": contract.signatures(ml.schema, timed=True)}
     export.export_towers(user_tower, item_tower, str(tmp_path / "export"), metadata,

@@ -30,9 +30,11 @@ def world(tmp_path_factory):
             "model": model, "split": split}
 
 
-def expected_top(world, user, k):
-    """Brute force: numpy embeddings, candidates minus the user's training movies."""
-    ml, split, model = world["ml"], world["split"], world["model"]
+def expected_top(world, user, k, split=None):
+    """Brute force: numpy embeddings, candidates minus the user's training movies (histories
+    from `split`, default the source-order split)."""
+    ml, model = world["ml"], world["model"]
+    split = world["split"] if split is None else split
     inputs = contract.user_inputs(ml, split, np.array([user]), 3)
     u = model.user_embeddings(inputs["user_id"], inputs["gender"], inputs["age"],
                               inputs["occupation"], inputs["history"])[0]
@@ -87,8 +89,32 @@ def test_cli_prints_k_unseen_titles(world):
         assert row.endswith(movie.genres)
     seen_ids = set(ml.item_keys[split.train[split.train.user == user].item].tolist())
     assert not seen_ids & set(printed_ids)
-    want, _ = expected_top(world, user, 4)
+    # The export has a history: same-second items in the order of tie shuffle seed 0, as
+    # evaluation's first pass (--tie_shuffles defaults to 3).
+    want, _ = expected_top(world, user, 4, split.with_shuffled_ties(0))
     assert printed_ids == ml.items.movie_id.to_numpy()[want].tolist()
+
+
+def test_cli_tie_shuffles_zero_keeps_the_source_order(world):
+    """A user whose last 3 items are in another order after tie shuffle 0: the list follows
+    the source order with --tie_shuffles=0, seed 0's otherwise."""
+    ml, split = world["ml"], world["split"]
+    shuffled = split.with_shuffled_ties(0)
+    users = split.test_users
+    differ = np.flatnonzero((split.histories(users, 3) != shuffled.histories(users, 3))
+                            .any(axis=1))
+    found = [user for user in users[differ] if not np.array_equal(
+        expected_top(world, user, 4)[0], expected_top(world, user, 4, shuffled)[0])]
+    assert found, "no user whose list depends on the order of their ties"
+    user = found[0]
+    raw_id = int(ml.users.user_id[user])
+    for shuffles, chosen in (("0", split), ("1", shuffled)):
+        proc = _run(f"--export_dir={world['export_dir']}", f"--data_dir={world['data_dir']}",
+                    f"--user_id={raw_id}", "--k=4", f"--tie_shuffles={shuffles}")
+        assert proc.returncode == 0, proc.stderr
+        printed = [int(row.split()[2]) for row in proc.stdout.strip().splitlines()[2:]]
+        want, _ = expected_top(world, user, 4, chosen)
+        assert printed == ml.items.movie_id.to_numpy()[want].tolist(), shuffles
 
 
 @pytest.mark.parametrize("args,message", [

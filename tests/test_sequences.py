@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from dssm_tf.config import LEAVE_LAST_ONE_OUT, SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.pipeline import validation_split
-from dssm_tf.data.sequences import BUCKET, SequencePipeline
+from dssm_tf.data.sequences import BUCKET, SequencePipeline, packed_batches
 from tests.conftest import load_ml, make_split, run_config
 
 L = 6
@@ -27,13 +27,13 @@ def world(synthetic_session):
 
 
 def _pipeline(world, crop="random", validation="last", negatives=4, batch=8, seed=0,
-              sampler="uniform", shuffle_ties=False):
+              sampler="uniform", shuffle_ties=False, replicas=1):
     ml, split = world
     return SequencePipeline(ml, split, SamplerConfig(sampler, num_negatives=negatives),
                             TowerConfig(history_length=L),
                             TrainingConfig(batch_size=batch, seed=seed, validation=validation,
                                            sequence_crop=crop, examples="sequences",
-                                           shuffle_ties=shuffle_ties))
+                                           shuffle_ties=shuffle_ties), replicas=replicas)
 
 
 def _numpy(batch):
@@ -142,12 +142,10 @@ def test_shuffled_ties_reorder_only_the_items_of_one_timestamp(world):
     assert moved > 0
 
 
-def test_shuffled_ties_are_refused_outside_sequences():
-    from dssm_tf.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="sequences") as error:
-        run_config(shuffle_ties=True, history_length=L).validate()
-    assert error.value.parameter == "shuffle_ties"
+def test_shuffled_ties_are_on_by_default_and_only_reorder_sequences():
+    """On by default (a model must not learn a file's order); interaction examples ignore it."""
+    assert run_config().training.shuffle_ties
+    run_config(history_length=L).validate()
 
 
 def test_validation_windows_end_at_each_users_validation_item(world):
@@ -246,3 +244,107 @@ def test_sequence_training_learns(world, tmp_path):
         history = result.model.history.history
         assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
         assert history["loss"][-1] < history["loss"][0], (encoder, history["loss"])
+
+
+# --- several replicas (tf.distribute) ------------------------------------------------------------
+
+
+def test_packed_batches_split_evenly_over_replicas():
+    rng = np.random.default_rng(1)
+    targets = np.concatenate([rng.integers(1, 30, 101), [24, 24, 3]])
+    np.testing.assert_array_equal(packed_batches(targets, 24, 60.0, replicas=1),
+                                  packed_batches(targets, 24, 60.0))
+    widths = np.sort(np.minimum((targets + BUCKET - 1) // BUCKET * BUCKET, 24))
+    for replicas in (1, 2, 3, 4, 7):
+        batches = packed_batches(targets, 24, 60.0, replicas)
+        starts, sizes = batches.T
+        assert (sizes % replicas == 0).all() and (sizes >= replicas).all()
+        assert starts[0] == 0 and np.array_equal(starts[1:], (starts + sizes)[:-1])  # tiled
+        assert len(targets) - sizes.sum() == len(targets) % replicas     # the resting few
+        for start, size in batches:   # a batch spans at most a leftover of the bucket before
+            block = widths[start:start + size]
+            assert (block != block[-1]).sum() < replicas
+            assert size <= max(replicas, 60 // block[-1] // replicas * replicas)
+
+
+def _windows(batch) -> dict:
+    """user key -> (real history keys, target items) of each window of a batch."""
+    return {int(key): (tuple(history[mask]), tuple(targets[mask]))
+            for key, history, targets, mask in zip(batch["user"]["user_id"],
+                                                   batch["user"]["history"],
+                                                   batch["positive_item"],
+                                                   batch["target_mask"])}
+
+
+def _keys(batch) -> list[int]:
+    return batch["user"]["user_id"].tolist()
+
+
+@pytest.mark.parametrize("replicas", [2, 7])
+def test_the_replicas_shares_of_a_step_split_its_global_batch(world, replicas):
+    """The shares of a step, from one input pipeline or one per worker, are disjoint, as many
+    users each, and together the global batch: its users, windows (random crops included)
+    and negatives; a resumed stream is the same stream; users rest in turn."""
+    pipeline = _pipeline(world, replicas=replicas)
+    steps = pipeline.steps_per_epoch
+    assert pipeline.resting == len(pipeline.train_users) % replicas
+    start, count = steps + 3, steps
+
+    def context(pipelines, index):
+        return tf.distribute.InputContext(pipelines, index, replicas)
+
+    whole = list(map(_numpy, pipeline.training(start).take(count)))
+    local = list(map(_numpy, pipeline.training(start, context(1, 0)).take(count * replicas)))
+    workers = [list(map(_numpy, pipeline.training(start, context(replicas, w)).take(count)))
+               for w in range(replicas)]
+    resumed = list(map(_numpy, pipeline.training(0, context(1, 0)).skip(start * replicas)
+                       .take(count * replicas)))
+    for step, batch in enumerate(whole):
+        shares = local[step * replicas:(step + 1) * replicas]
+        assert [_keys(s) for s in shares] == [_keys(w[step]) for w in workers]
+        assert [_keys(s) for s in shares] == [_keys(s) for s in resumed[step * replicas:]
+                                              [:replicas]]
+        keys = [_keys(s) for s in shares]
+        assert len({len(k) for k in keys}) == 1 and len(keys[0]) >= 1
+        assert sum(keys, []) == _keys(batch)          # disjoint, in order: the global batch
+        merged = {}
+        for share in shares:
+            merged.update(_windows(share))
+            np.testing.assert_array_equal(share["negative_items"], batch["negative_items"])
+        assert merged == _windows(batch)
+    # An epoch trains every user once but the resting few, who change from epoch to epoch.
+    users = set(map(int, world[0].user_keys[pipeline.train_users]))
+    rested = []
+    for epoch in range(3):
+        seen = sum((_keys(b) for b in map(_numpy, pipeline.training(epoch * steps)
+                                          .take(steps))), [])
+        assert len(seen) == len(set(seen)) == len(users) - pipeline.resting
+        rested.append(users - set(seen))
+    assert not pipeline.resting or len(set(map(frozenset, rested))) > 1
+
+
+def test_validation_on_replicas_is_whole_global_batches_split_endlessly(world):
+    single, pipeline = _pipeline(world), _pipeline(world, replicas=2)
+    steps = pipeline.validation_steps
+    assert steps == len(pipeline.val_users) // 8 and single.validation_steps == \
+        math.ceil(len(single.val_users) / 8)
+    whole = list(map(_numpy, single.validation()))
+    context = tf.distribute.InputContext(1, 0, 2)
+    shares = list(map(_numpy, pipeline.validation(context).take(2 * steps * 2)))  # two passes
+    for step in range(2 * steps):
+        first, second = shares[2 * step], shares[2 * step + 1]
+        batch = whole[step % steps]
+        assert _keys(first) + _keys(second) == _keys(batch) and len(_keys(first)) == 4
+        assert {**_windows(first), **_windows(second)} == _windows(batch)
+        np.testing.assert_array_equal(first["negative_items"], batch["negative_items"])
+        np.testing.assert_array_equal(second["negative_items"], batch["negative_items"])
+
+
+def test_a_pipeline_feeds_the_replicas_it_was_built_for(world):
+    from dssm_tf.errors import ConfigError
+
+    with pytest.raises(ValueError, match="built for 1 replicas"):
+        _pipeline(world).training(0, tf.distribute.InputContext(1, 0, 2))
+    with pytest.raises(ConfigError, match="cannot give each of 1000 replicas one") as error:
+        _pipeline(world, replicas=1000)
+    assert error.value.parameter == "distribution"

@@ -1,23 +1,27 @@
 """`--dataset=tabular` (`dssm_tf.data.sources.tabular`): round trips and every bad input.
 
-Small files written into `tmp_path`; no TensorFlow. Each bad input must be exactly one
-`InputError`/`ConfigError` line naming the file and line.
+Small files written into `tmp_path`; no TensorFlow (but for the last tests, which run the
+commands in a subprocess). Each bad input must be exactly one `InputError`/`ConfigError` line
+naming the file and line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from dssm_tf.config import DataConfig
+from dssm_tf.config import LEAVE_LAST_ONE_OUT, DataConfig, RunConfig, SplitConfig, TowerConfig
 from dssm_tf.data.schema import CATEGORICAL, FLOAT32, INT64, MULTI, NUMERIC, STRING, Feature
 from dssm_tf.data.sources import files, load_dataset, tabular
 from dssm_tf.errors import ConfigError, InputError
 from dssm_tf.io import md5
+from tests.conftest import make_split, run_command
 
 DAY = 86400
 JAN_1_2003 = 1041379200
@@ -412,3 +416,165 @@ def test_undecodable_bytes_after_the_first_block(tmp_path, monkeypatch):
                    + b"u9,caf\xe9,5\n")
     assert fails(InputError, interactions=events) == (
         f"{events}:31: not utf-8 text (byte 0xe9; --encoding names another)")
+
+
+# --- an order but no times (--time_column=COLUMN:order, or empty) ------------------------------
+
+def order_only_csv(folder, users: int = 40, seed: int = 0, name: str = "events.csv") -> tuple:
+    """A few hundred rows of ``user,item,step`` (step 0, 1, 2... per user), in shuffled row
+    order; (path, rows as (user, item, step) in file order)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for user in range(users):
+        length = int(rng.integers(5, 12))
+        start = int(rng.integers(0, 30))   # a user walks through neighbouring items
+        rows += [(f"u{user}", f"i{(start + step) % 30}", step) for step in range(length)]
+    rows = [rows[i] for i in rng.permutation(len(rows))]
+    text = "user,item,step\n" + "".join(f"{u},{i},{s}\n" for u, i, s in rows)
+    return write(folder, name, text), rows
+
+
+def order_fields(path: str, time_column: str = "step:order") -> dict:
+    return dict(interactions=path, user_column="user", item_column="item",
+                time_column=time_column)
+
+
+def test_real_times_and_the_time_column_parsed_once():
+    assert DataConfig().real_times                         # MovieLens releases: real times
+    assert DataConfig(time_column="step:order").real_times  # ignored outside tabular
+    for time_column, source, real in (("time", ("time", True), True),
+                                      ("step:order", ("step", False), False),
+                                      (" step:order ", ("step", False), False),
+                                      ("", (None, False), False)):
+        config = DataConfig(dataset="tabular", interactions="x.csv", time_column=time_column)
+        assert (config.time_source, config.real_times) == (source, real)
+    for bad in ("step:seconds", ":order", "step:"):
+        with pytest.raises(ConfigError) as caught:
+            DataConfig(dataset="tabular", interactions="x.csv", time_column=bad).validate()
+        assert caught.value.parameter == "time_column" and repr(bad) in str(caught.value)
+
+
+def test_an_order_column_loads_as_it_is_and_sorts_by_step(tmp_path):
+    path, rows = order_only_csv(tmp_path)
+    assert 300 <= len(rows) <= 500
+    dataset = load(**order_fields(path))
+    assert not dataset.config.real_times
+    frame = dataset.interactions
+    assert frame.timestamp.dtype == np.int64
+    assert frame.timestamp.tolist() == [s for _, _, s in rows]         # as written, file order
+    assert dataset.user_keys[frame.user].tolist() == [u for u, _, _ in rows]
+
+    split = make_split(dataset, LEAVE_LAST_ONE_OUT)
+    last = {}
+    for user, item, step in rows:
+        if step >= last.get(user, (None, -1))[1]:
+            last[user] = (item, step)
+    test = {dataset.user_keys[u]: dataset.item_keys[i]
+            for u, i in zip(split.test.user, split.test.item)}
+    assert test == {user: item for user, (item, _) in last.items()}    # the highest step
+    train = split.train
+    assert (np.lexsort((train.timestamp, train.user)) == np.arange(len(train))).all()
+
+
+def test_an_order_may_be_negative_or_beyond_today(tmp_path, caplog):
+    path = write(tmp_path, "events.csv", "user,item,step\na,x,-5\na,y,-7\n"
+                                         "b,x,99999999999\nb,y,3\n")
+    with caplog.at_level(logging.WARNING, logger="dssm_tf"):
+        dataset = load(**order_fields(path))
+    assert dataset.interactions.timestamp.tolist() == [-5, -7, 99999999999, 3]
+    assert not [r for r in caplog.records if "future" in r.getMessage()]
+
+
+def test_an_empty_time_column_uses_the_file_order(tmp_path):
+    path, rows = order_only_csv(tmp_path)
+    dataset = load(**order_fields(path, time_column=""))
+    assert not dataset.config.real_times
+    assert dataset.interactions.timestamp.tolist() == list(range(len(rows)))
+    last = {user: item for user, item, _ in rows}                      # the last row per user
+    split = make_split(dataset, LEAVE_LAST_ONE_OUT)
+    assert {dataset.user_keys[u]: dataset.item_keys[i]
+            for u, i in zip(split.test.user, split.test.item)} == last
+    # a file with no time column at all
+    bare = write(tmp_path, "bare.csv", "user,item\nb,x\na,y\nb,y\n")
+    dataset = load(**order_fields(bare, time_column=""))
+    assert dataset.interactions.timestamp.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("value, shown", [("2.5", "'2.5'"), ("later", "'later'"),
+                                          ("2003-01-01", "'2003-01-01'"),
+                                          ("", "an empty field")])
+def test_an_order_that_is_not_an_integer(tmp_path, value, shown):
+    path = write(tmp_path, "events.csv", f"user,item,step\na,x,0\na,y,1\nb,x,{value}\n"
+                                         f"b,y,3\n")
+    assert fails(InputError, **order_fields(path)) == (
+        f"{path}:4: expected an integer in column step (an order: --time_column=step:order), "
+        f"got {shown}")
+    dates = write(tmp_path, "dates.csv", "user,item,step\na,x,2003-01-01\na,y,2003-01-02\n")
+    assert fails(InputError, **order_fields(dates)) == (
+        f"{dates}:2: expected an integer in column step (an order: --time_column=step:order), "
+        f"got '2003-01-01 00:00:00'")
+
+
+# --- the commands, in a subprocess --------------------------------------------------------------
+
+ORDER_ONLY_REFUSALS = {
+    "history_time": (["--time_column=step:order", "--protocol=leave_last_one_out",
+                      "--history_length=3", "--history_time"],
+                     "error: --history_time: needs real timestamps: --time_column=step:order "
+                     "gives an order only"),
+    "time_split": (["--time_column=step:order"],     # time_split is the default protocol
+                   "error: --protocol: time_split cuts at a time and needs real timestamps: "
+                   "--time_column=step:order gives an order only (use "
+                   "--protocol=leave_last_one_out)"),
+    "time_split_file_order": (["--time_column=", "--protocol=time_split"],
+                              "error: --protocol: time_split cuts at a time and needs real "
+                              "timestamps: an empty --time_column gives the file's order only "
+                              "(use --protocol=leave_last_one_out)"),
+}
+
+
+@pytest.mark.parametrize("case", list(ORDER_ONLY_REFUSALS))
+def test_an_order_only_refuses_what_needs_times_in_one_line(tmp_path, case):
+    path, _ = order_only_csv(tmp_path)
+    args, expected = ORDER_ONLY_REFUSALS[case]
+    model_dir = tmp_path / "model"
+    start = time.perf_counter()
+    proc = run_command("train", "--dataset=tabular", f"--interactions={path}",
+                       "--user_column=user", "--item_column=item", *args,
+                       f"--model_dir={model_dir}", tmp_path=tmp_path, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert (proc.returncode, lines) == (2, [expected]), proc.stderr[-3000:]
+    assert not os.path.exists(model_dir)            # refused before any data or TensorFlow
+    assert time.perf_counter() - start < 60
+
+
+def test_refused_by_the_run_config_before_data_loads():
+    """The same refusals as library calls: `RunConfig.validate`, no file read."""
+    data = DataConfig(dataset="tabular", interactions="no-such-file.csv",
+                      time_column="step:order")
+    with pytest.raises(ConfigError) as caught:
+        RunConfig(data=data, split=SplitConfig(protocol=LEAVE_LAST_ONE_OUT),
+                  tower=TowerConfig(history_length=3, history_time=True)).validate()
+    assert caught.value.parameter == "history_time"
+    with pytest.raises(ConfigError) as caught:
+        RunConfig(data=data).validate()
+    assert caught.value.parameter == "protocol"
+    RunConfig(data=data, split=SplitConfig(protocol=LEAVE_LAST_ONE_OUT),
+              tower=TowerConfig(history_length=3)).validate()
+
+
+def test_train_on_an_order_only_file_end_to_end(tmp_path):
+    path, rows = order_only_csv(tmp_path)
+    model_dir = tmp_path / "model"
+    proc = run_command("train", "--dataset=tabular", f"--interactions={path}",
+                       "--user_column=user", "--item_column=item", "--time_column=step:order",
+                       "--protocol=leave_last_one_out", "--epochs=1", "--batch_size=64",
+                       "--embedding_dim=8", "--hidden_units=8", "--history_length=3", "--k=10",
+                       "--verbose=false", "--nobaselines", f"--model_dir={model_dir}",
+                       tmp_path=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["protocol"] == LEAVE_LAST_ONE_OUT and metrics["time_column"] == "step:order"
+    assert metrics["n_test_users"] == len({u for u, _, _ in rows})
+    assert 0.0 <= metrics["hit@10"] <= 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -320,3 +321,100 @@ def _test_positions(frame, split):
     train_keys = set(zip(split.train.user, split.train.item, split.train.timestamp))
     return np.array([i for i, key in enumerate(zip(frame.user, frame.item, frame.timestamp))
                      if key not in train_keys], dtype=np.int64)
+
+
+# --- request times and same-second ties ---------------------------------------------------------
+
+def test_docstring_examples():
+    import doctest
+
+    assert doctest.testmod(splits, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_request_times_of_each_mode(tiny_ml, protocol):
+    """TINY: user 0 trains on lines 1, 2 and tests on line 3, user 1 trains up to lines 5/6
+    (978300500) and tests on line 9, under both protocols; user 2 (UserID 5) has no training
+    rating under the time split, and trains on line 7, tests on line 8 under LOO."""
+    from dssm_tf.config import NO_REQUEST_TIME, REQUEST_TIMES
+
+    split = make_split(tiny_ml, protocol)
+    users = np.arange(split.num_users)
+    got = {mode: split.request_times(users, mode).tolist() for mode in REQUEST_TIMES}
+    assert got["none"] == [NO_REQUEST_TIME] * 3 == [-1] * 3
+    if protocol == TIME_SPLIT:
+        assert got["last"] == [978302109, 978300500, -1]
+        assert got["next"] == [CUTOFF + 100, CUTOFF, -1]
+    else:
+        assert got["last"] == [978302109, 978300500, CUTOFF + 5]
+        assert got["next"] == [CUTOFF + 100, CUTOFF, CUTOFF + 7]
+    # "last" is the time of the last history item, whatever the window.
+    has = split.user_offsets[1:] > split.user_offsets[:-1]
+    last_item_time = split.history_timestamps(users, 3)[:, -1]
+    np.testing.assert_array_equal(np.asarray(got["last"])[has], last_item_time[has])
+    assert split.request_times(users).tolist() == got["none"]   # the default: unknown
+    with pytest.raises(ValueError, match="none, last, next"):
+        split.request_times(users, "first")
+
+
+def _tied_split(seed=0, n_users=50):
+    """A split whose users have many same-second training rows (bursts of 1..6)."""
+    rng = np.random.default_rng(seed)
+    users, stamps = [], []
+    for user in range(n_users):
+        t = 1_000_000 + int(rng.integers(1000))
+        for _ in range(int(rng.integers(2, 8))):
+            burst = int(rng.integers(1, 7))
+            users += [user] * burst
+            stamps += [t] * burst
+            t += int(rng.integers(1, 100))
+    train = pd.DataFrame({"user": users, "item": rng.integers(0, 40, len(users)),
+                          "timestamp": stamps, "rating": np.arange(len(users))})
+    test = pd.DataFrame({"user": [0, 3], "item": [1, 2], "timestamp": [2_000_000] * 2})
+    return splits.Split("leave_last_one_out", train, test, n_users, 40)
+
+
+def test_shuffled_ties_permute_each_same_second_group_only():
+    split = _tied_split()
+    before = split.train
+    _ = (split.user_offsets, split.seen)  # cached before: carried over, and still right
+    shuffled = split.with_shuffled_ties(0)
+    after = shuffled.train
+    key = ["user", "timestamp"]
+    # The same rows (whole rows move: "rating" is a row id), the same (user, time) sequence.
+    assert sorted(after.rating) == sorted(before.rating)
+    pd.testing.assert_frame_equal(after[key], before[key])
+    for (_, group_before), (_, group_after) in zip(before.groupby(key, sort=False),
+                                                   after.groupby(key, sort=False)):
+        assert sorted(group_after.rating) == sorted(group_before.rating)
+    assert (after.rating.to_numpy() != before.rating.to_numpy()).mean() > 0.2  # permuted
+    # Rows of distinct timestamps keep their order: a row id changes only within its group.
+    single = before.groupby(key).rating.transform("size").to_numpy() == 1
+    np.testing.assert_array_equal(after.rating.to_numpy()[single],
+                                  before.rating.to_numpy()[single])
+    # Deterministic per seed, different across seeds; test rows, counts, offsets unchanged.
+    pd.testing.assert_frame_equal(split.with_shuffled_ties(0).train, after)
+    assert not split.with_shuffled_ties(1).train.rating.equals(after.rating)
+    assert shuffled.test is split.test
+    fresh = splits.Split(split.protocol, after, split.test, split.num_users, split.num_items)
+    np.testing.assert_array_equal(shuffled.user_offsets, fresh.user_offsets)
+    np.testing.assert_array_equal(shuffled.item_counts, fresh.item_counts)
+    assert (shuffled.seen != fresh.seen).nnz == 0
+    for mode in ("last", "next"):
+        np.testing.assert_array_equal(shuffled.request_times(np.arange(50), mode),
+                                      fresh.request_times(np.arange(50), mode))
+    assert before.rating.is_monotonic_increasing  # the original is untouched
+
+
+def test_shuffled_ties_on_real_sorted_splits(synthetic_data):
+    """On a split of `make_split` (sorted by user, time, source order), shuffling ties keeps
+    the chronological order, so histories only differ within a second."""
+    ml = load_ml(synthetic_data.folder)
+    split = make_split(ml, LEAVE_LAST_ONE_OUT)
+    shuffled = split.with_shuffled_ties(3)
+    train = shuffled.train
+    order = splits.chronological_order(train.user.to_numpy(), train.timestamp.to_numpy())
+    np.testing.assert_array_equal(order, np.arange(len(train)))
+    users = split.test_users
+    np.testing.assert_array_equal(shuffled.history_timestamps(users, 5),
+                                  split.history_timestamps(users, 5))

@@ -1,5 +1,7 @@
-"""Request-anchored time gaps (``--history_time``): the buckets, the timed user tower, the times
-the pipelines feed it, the request time evaluation uses, and the checks on the flag."""
+"""Time features (``--history_time``, ``--attention_time_bias``, ``--request_gap``): the buckets,
+the timed user tower (history times never reach a position before them, and only
+``--request_gap`` reads the request time), the times the pipelines feed it, the request time
+evaluation uses, and the checks on the flags."""
 
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import pytest
 import dssm_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
 import tensorflow as tf
 
-from dssm_tf.config import (LEAVE_LAST_ONE_OUT, TIME_SPLIT, SamplerConfig, TowerConfig,
-                            TrainingConfig)
+from dssm_tf.config import (LEAVE_LAST_ONE_OUT, NO_REQUEST_TIME, REQUEST_TIMES, TIME_SPLIT,
+                            SamplerConfig, TowerConfig, TrainingConfig)
 from dssm_tf.data.pipeline import FeatureTables
 from dssm_tf.data.schema import Feature, Schema
 from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.errors import ConfigError
 from dssm_tf.models import time_gaps
-from dssm_tf.models.time_gaps import BUCKETS, gap_buckets
+from dssm_tf.models.time_gaps import BUCKETS, START, UNKNOWN, bucket_of, gap_buckets, request_buckets
 from dssm_tf.serving import contract
 from tests.conftest import make_split, run_config, tiny_towers
 
@@ -33,14 +35,20 @@ def test_docstring_examples():
 
 def test_buckets_are_zero_for_no_gap_then_two_per_doubling_up_to_a_cap():
     gaps = np.array([0, -5, 1, 2, 3, 4, 5, 7, 8, 60, 3600, 86_400, 2**31, 2**40], np.int64)
-    got = gap_buckets(tf.zeros([len(gaps), 1], tf.int64), tf.constant(gaps)).numpy()[:, 0]
+    got = bucket_of(tf.constant(gaps)).numpy()
     want = [0 if g <= 0 else min(1 + math.floor(2 * math.log2(g)), BUCKETS - 1) for g in gaps]
     assert got.tolist() == want
     assert got.tolist()[:9] == [0, 0, 1, 3, 4, 5, 5, 6, 7]      # 2^k lands on 2k + 1 exactly
     assert got[-1] == got[-2] == BUCKETS - 1
-    # Each item's gap runs to the next item; the last one's to the request.
-    stamps = tf.constant([[10, 10, 12, 100]], tf.int64)
-    assert gap_buckets(stamps, tf.constant([100], tf.int64)).numpy().tolist() == [[0, 3, 13, 0]]
+    # Each item's gap is since the item before it in the window; the first has none.
+    stamps = tf.constant([[0, 10, 10, 12, 100]], tf.int64)
+    valid = tf.constant([[False, True, True, True, True]])
+    assert gap_buckets(stamps, valid).numpy().tolist() == [[START, START, 0, 3, 13]]
+    # The request's gap runs from the last item; an unknown request (< 0) has a row of its own.
+    assert request_buckets(stamps, tf.constant([100])).numpy().tolist() == [0]
+    assert request_buckets(stamps, tf.constant([NO_REQUEST_TIME])).numpy().tolist() == [UNKNOWN]
+    assert request_buckets(stamps, tf.constant([108]), every_position=True).numpy().tolist() \
+        == [[7, 0, 3, 13, 7]]
 
 
 def _features(ml, rng, batch=3, width=L):
@@ -61,32 +69,42 @@ def _call(tower, features, per_position=False):
     return (tower.sequence(tensors) if per_position else tower(tensors)).numpy()
 
 
-@pytest.mark.parametrize("encoder", ["attention", "mean", "attention_time_bias"])
-def test_the_timed_tower_sees_the_request_and_never_the_future(synthetic_ml, encoder):
-    """Served (`call`) = the last position of `sequence`; the request time moves the served
-    embedding; a history time moves only the positions that follow it and the one before
-    (whose next event it is): no position sees an item or a time beyond the one it predicts."""
-    biased = encoder == "attention_time_bias"
+@pytest.mark.parametrize("encoder", ["attention", "mean", "attention_time_bias", "request_gap"])
+def test_the_timed_tower_never_sees_the_future(synthetic_ml, encoder):
+    """Served (`call`) = the last position of `sequence`; a history time moves only its own
+    position and those after it (no position sees a later item or time); the request time
+    moves the served embedding with ``--request_gap`` only."""
+    biased, requested = encoder == "attention_time_bias", encoder == "request_gap"
     user_tower, _ = tiny_towers(synthetic_ml, history_length=L, history_time=True,
-                                user_encoder="attention" if biased else encoder,
-                                attention_time_bias=biased, similarity="dot")
+                                user_encoder="attention" if biased or requested else encoder,
+                                attention_time_bias=biased, request_gap=requested,
+                                similarity="dot")
     features = _features(synthetic_ml, np.random.default_rng(0))
-    if biased:  # the biases start at 0: give them values, as training would
+    if biased or requested:  # these start at 0: give them values, as training would
         _call(user_tower, features)
-        for block in user_tower.encoder.blocks:
-            table = block["time_bias"].embeddings
+        tables = ([block["time_bias"].embeddings for block in user_tower.encoder.blocks]
+                  if biased else [user_tower.request_gap.embeddings])
+        for table in tables:
             table.assign(tf.random.stateless_normal(table.shape, [1, 2]))
     per_position = _call(user_tower, features, per_position=True)
     served = _call(user_tower, features)
-    np.testing.assert_allclose(per_position[:, -1], served, rtol=1e-4, atol=1e-5)
+    if not requested:   # in training, position t's request is item t + 1's time
+        np.testing.assert_allclose(per_position[:, -1], served, rtol=1e-4, atol=1e-5)
 
     later = dict(features, request_time=features["request_time"] + 86_400 * 365)
-    assert np.abs(_call(user_tower, later) - served).max(axis=1).min() > 1e-5
+    moved_by_request = np.abs(_call(user_tower, later) - served).max(axis=1)
+    if requested:
+        assert moved_by_request.min() > 1e-5
+        unknown = dict(features, request_time=np.full(3, NO_REQUEST_TIME))
+        assert np.abs(_call(user_tower, unknown) - served).max(axis=1).min() > 1e-5
+    else:
+        assert moved_by_request.max() < 1e-6
     moved = dict(features, history_timestamps=features["history_timestamps"].copy())
     moved["history_timestamps"][1:, 3] = 90_000      # item 3 at item 2's time (rows 1, 2)
     changed = np.abs(_call(user_tower, moved, per_position=True) - per_position).max(axis=2)
-    assert changed[1:, :2].max() < 1e-6              # before item 3's predecessor: untouched
-    assert changed[1:, 2:4].min() > 1e-6             # the gaps 2 -> 3 and 3 -> 4 changed
+    # Before item 3: untouched (with --request_gap, position 2's request is item 3's time).
+    assert changed[1:, :2 if requested else 3].max() < 1e-6
+    assert changed[1:, 3].min() > 1e-6               # its own gap changed
     # A history wider than L is cut to its last L items and times, as `history` always was.
     wider = dict(features, history=np.pad(features["history"], [(0, 0), (2, 0)],
                                           constant_values=int(synthetic_ml.item_keys[0])),
@@ -137,19 +155,38 @@ def test_sequence_windows_carry_their_times_and_the_predicted_items_time(synthet
 
 
 @pytest.mark.parametrize("protocol", [LEAVE_LAST_ONE_OUT, TIME_SPLIT])
-def test_evaluation_asks_at_the_first_test_interaction(synthetic_ml, protocol):
+def test_evaluation_feeds_the_request_time_of_each_mode(synthetic_ml, protocol):
+    """none: -1 (unknown) for everyone; last: the time of the last history item; next: the
+    first test interaction's, else the user's last training time."""
     split = make_split(synthetic_ml, protocol)
     users = np.arange(split.num_users)
-    times = split.request_times(users)
-    test = split.test
-    first = test.groupby("user").timestamp.min()
-    np.testing.assert_array_equal(times[first.index.to_numpy()], first.to_numpy())
-    others = np.setdiff1d(users, first.index.to_numpy())
-    assert (times[others] == split.train.timestamp.max()).all()
-    inputs = contract.user_inputs(synthetic_ml, split, users[:5], 4, timed=True)
-    assert inputs["history_timestamps"].shape == (5, 4)
-    assert inputs["request_time"].tolist() == times[:5].tolist()
-    assert ((inputs["history_timestamps"] > 0) == (inputs["history"] > 0)).all()
+    first = split.test.groupby("user").timestamp.min()
+    tested = first.index.to_numpy()
+    others = np.setdiff1d(users, tested)
+    feeds = {mode: contract.user_inputs(synthetic_ml, split, users, 4, timed=True,
+                                        request_time=mode) for mode in REQUEST_TIMES}
+    for mode, inputs in feeds.items():
+        assert inputs["history_timestamps"].shape == (len(users), 4)
+        assert ((inputs["history_timestamps"] > 0) == (inputs["history"] > 0)).all()
+        np.testing.assert_array_equal(inputs["history_timestamps"],
+                                      feeds["none"]["history_timestamps"])
+        np.testing.assert_array_equal(inputs["request_time"],
+                                      split.request_times(users, mode))
+        assert inputs["request_time"].dtype == np.int64
+    assert (feeds["none"]["request_time"] == NO_REQUEST_TIME).all()
+    has_history = feeds["none"]["history_timestamps"][:, -1] > 0
+    last = feeds["last"]["request_time"]
+    np.testing.assert_array_equal(last[has_history],
+                                  feeds["none"]["history_timestamps"][has_history, -1])
+    assert (last[~has_history] == NO_REQUEST_TIME).all()
+    following = feeds["next"]["request_time"]
+    np.testing.assert_array_equal(following[tested], first.to_numpy())
+    np.testing.assert_array_equal(following[others], last[others])
+    assert (following[tested] >= last[tested]).all()   # the held-out one comes after
+    # The default is "none"; untimed towers get no times at all.
+    np.testing.assert_array_equal(
+        contract.user_inputs(synthetic_ml, split, users[:5], 4, timed=True)["request_time"],
+        np.full(5, NO_REQUEST_TIME))
     assert "request_time" not in contract.user_inputs(synthetic_ml, split, users[:5], 4)
 
 
@@ -182,7 +219,8 @@ def test_timed_training_learns(synthetic_ml, tmp_path, examples):
 
     split = make_split(synthetic_ml, LEAVE_LAST_ONE_OUT)
     run = run_config(examples=examples, user_encoder="attention", history_length=L,
-                     history_time=True, loss="inbatch", negative_sampler="inbatch",
+                     history_time=True, request_gap=examples == "sequences",
+                     loss="inbatch", negative_sampler="inbatch",
                      num_negatives=0, temperature=0.2, epochs=3, batch_size=16,
                      embedding_dim=8, hidden_units=(8,), learning_rate=0.01,
                      validation="last", verbose=False)
@@ -192,3 +230,40 @@ def test_timed_training_learns(synthetic_ml, tmp_path, examples):
     assert all(math.isfinite(v) for v in history["loss"] + history["val_loss"])
     assert history["loss"][-1] < history["loss"][0]
     assert dataclasses.asdict(run)["tower"]["history_time"] is True
+    if examples == "sequences":
+        _check_the_report_of_a_timed_export(run, synthetic_ml, split, result.model,
+                                            str(tmp_path / "export"))
+
+
+def _check_the_report_of_a_timed_export(run, ml, split, model, export_root):
+    """`train`'s report on an export that reads the request time (``--request_gap``): headline
+    at --request_time (none), the other two modes written as request_time=<mode>/<metric> and
+    shown as extra rows."""
+    from dssm_tf.cli import train
+    from dssm_tf.serving import export
+    from dssm_tf.serving.loaded import load_export
+    from dssm_tf.training import trainer
+
+    export_dir = export.export_towers(
+        model.user_tower, model.item_tower, export_root,
+        contract.build_metadata(run, ml, split, trainer.versions()),
+        candidates=contract.item_inputs(ml, np.flatnonzero(split.candidates)))
+    exported = load_export(export_dir)
+    assert exported.timed and exported.reads_request_time
+    output, text = train.report(exported, ml, split, 10, "inbatch", "none", tie_shuffles=1)
+    assert (output["request_time"], output["tie_shuffles"]) == ("none", 1)
+    for mode in ("last", "next"):
+        for key in ("recall@10", "recall@10_user_mean", "hit@10", "ndcg@10", "hit@50"):
+            assert 0.0 <= output[f"request_time={mode}/{key}"] <= 1.0, (mode, key)
+        assert f"request_time={mode}/n_test_users" not in output
+        assert f"two-tower inbatch (request_time={mode})" in text
+    assert "request_time=none/recall@10" not in output
+    assert "seed_protocol/recall@10" in output
+    lines = text.strip().splitlines()
+    assert lines[1].startswith("model") and len(lines) == 2 + 4   # headline, seed, last, next
+    assert len({len(line) for line in lines[1:]}) == 1             # columns stay aligned
+    # Asked at "next" (HSTU's setting), the extra rows are the other two.
+    output, text = train.report(exported, ml, split, 10, "inbatch", "next", tie_shuffles=1)
+    assert output["request_time"] == "next"
+    assert {key.split("/")[0] for key in output if key.startswith("request_time=")} == {
+        "request_time=none", "request_time=last"}

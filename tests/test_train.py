@@ -90,6 +90,10 @@ def test_train_end_to_end(trained_run):
     assert (metrics["protocol"], metrics["k"], metrics["exclude_seen"]) == ("time_split", k,
                                                                            True)
     assert metrics["loss"] == "bce" and metrics["history_length"] == 5
+    # The defaults: asked at an unknown request time (moot: not a timed tower), the mean of 3
+    # tie-shuffled passes (it has a history); an untimed export gets no other request times.
+    assert (metrics["request_time"], metrics["tie_shuffles"]) == ("none", 3)
+    assert not [key for key in metrics if key.startswith("request_time=")]
     for key in (f"recall@{k}", f"recall@{k}_user_mean", f"hit@{k}", f"ndcg@{k}"):
         assert 0.0 <= metrics[key] <= 1.0
     assert 1 <= metrics["epochs_run"] <= 6 and metrics["train_seconds"] > 0

@@ -8,10 +8,12 @@ For each protocol, popularity and itemCF run in this process (they are determini
 Each config `X` (``<configs_dir>/X.flags``) is trained once per seed by a subprocess::
 
     python -m dssm_tf.train --flagfile=<configs_dir>/X.flags <the data flags> --protocol=P
-                            --seed=S --model_dir=OUT/runs/X/P/seedS --verbose=false
+                            --seed=S --request_time=R --tie_shuffles=N
+                            --model_dir=OUT/runs/X/P/seedS --verbose=false
 
 whose ``metrics.json`` is read afterwards (its output goes to ``train.log`` beside it). Each
-trained export is then evaluated again with lists of `--max_k` items for recall@K curves.
+trained export is then evaluated again with lists of `--max_k` items for recall@K curves (at
+the same `--request_time`, the mean curve of the `--tie_shuffles` passes).
 
 Writes, each atomically:
 
@@ -165,8 +167,10 @@ class Run:
 
 
 def make_runs(configs: dict[str, str], protocol_names: list[str], seeds: int, out: str,
-              data_args: list[str], k: int) -> list[Run]:
-    """One run per config x protocol x seed; `data_args` select the data (and cutoff)."""
+              data_args: list[str], k: int, request_time: str = "none",
+              tie_shuffles: int = 3) -> list[Run]:
+    """One run per config x protocol x seed; `data_args` select the data (and cutoff); each
+    run's report asks at `request_time` and averages `tie_shuffles` passes."""
     runs = []
     for protocol in protocol_names:
         for name, flagfile in configs.items():
@@ -174,6 +178,7 @@ def make_runs(configs: dict[str, str], protocol_names: list[str], seeds: int, ou
                 model_dir = os.path.join(out, "runs", name, protocol, f"seed{seed}")
                 command = [sys.executable, "-m", "dssm_tf.train", f"--flagfile={flagfile}",
                            *data_args, f"--protocol={protocol}", f"--k={k}", f"--seed={seed}",
+                           f"--request_time={request_time}", f"--tie_shuffles={tie_shuffles}",
                            f"--model_dir={model_dir}", "--verbose=false", "--nobaselines"]
                 runs.append(Run(name, flagfile, protocol, seed, model_dir, command))
     return runs
@@ -272,42 +277,55 @@ def run_all(runs: list[Run], checksums: dict, reuse: bool, jobs: int, k: int) ->
         list(pool.map(one, runs))
 
 
-def _cached_curve(run: Run, k: int, max_k: int) -> np.ndarray | None:
+def _curve_settings(k: int, max_k: int, request_time: str, tie_shuffles: int) -> dict:
+    return {"k": k, "max_k": max_k, "request_time": request_time, "tie_shuffles": tie_shuffles}
+
+
+def _cached_curve(run: Run, k: int, max_k: int, request_time: str = "none",
+                  tie_shuffles: int = 3) -> np.ndarray | None:
     """The curve an earlier benchmark computed for a reused run's export, if it matches."""
+    settings = _curve_settings(k, max_k, request_time, tie_shuffles)
     try:
         with open(os.path.join(run.model_dir, CURVE), encoding="utf-8") as f:
             cached = json.load(f)
-        if (cached["k"], cached["max_k"]) == (k, max_k) and len(cached["curve"]) == max_k:
+        if ({key: cached.get(key) for key in settings} == settings
+                and len(cached["curve"]) == max_k):
             return np.asarray(cached["curve"], np.float64)
     except (OSError, ValueError, KeyError, TypeError):
         pass
     return None
 
 
-def add_curves(runs: list[Run], dataset: Dataset, splits: dict, k: int, max_k: int) -> None:
-    """recall@1..max_k of each finished run's export (seen excluded), cached beside it."""
+def add_curves(runs: list[Run], dataset: Dataset, splits: dict, k: int, max_k: int,
+               request_time: str = "none", tie_shuffles: int = 3) -> None:
+    """recall@1..max_k of each finished run's export (seen excluded), cached beside it: asked
+    at `request_time`, the mean curve of the `tie_shuffles` passes (as the run's metrics)."""
     key = f"recall@{k}"
     for run in runs:
         if run.status == "failed":
             continue
         if run.status == "reused":
-            run.curve = _cached_curve(run, k, max_k)
+            run.curve = _cached_curve(run, k, max_k, request_time, tie_shuffles)
             if run.curve is not None:
                 continue
         app.start_tensorflow()
-        from dssm_tf.evaluation.exports import evaluate_export  # noqa: PLC0415
+        from dssm_tf.evaluation.exports import evaluate_export_passes  # noqa: PLC0415
 
         split = splits[run.protocol]
         try:
-            result, top = evaluate_export(run.metrics["export_dir"], dataset, split, k=k,
-                                          exclude_seen=True, max_k=max_k)
+            result, tops = evaluate_export_passes(
+                run.metrics["export_dir"], dataset, split, k=k, exclude_seen=True, max_k=max_k,
+                request_time=request_time, tie_shuffles=tie_shuffles)
         except (InputError, KeyError, OSError) as error:
             run.status, run.error = "failed", f"export not evaluable for curves ({error})"
             _log(f"{run.name}: FAILED: {run.error}")
             continue
-        run.curve = metrics.recall_curve(scoring.test_ranks(split, top), max_k)
+        # Each pass has the same test rows (only the history order differs): the mean curve.
+        run.curve = np.mean([metrics.recall_curve(scoring.test_ranks(split, top), max_k)
+                             for top in tops], axis=0)
         write_json(os.path.join(run.model_dir, CURVE),
-                              {"k": k, "max_k": max_k, "curve": run.curve.tolist()})
+                   dict(_curve_settings(k, max_k, request_time, tie_shuffles),
+                        curve=run.curve.tolist()))
         if key in run.metrics and abs(result[key] - run.metrics[key]) > 1e-6:
             _log(f"warning: {run.name}: {key} of the export is {result[key]:.6f}, "
                  f"metrics.json says {run.metrics[key]:.6f}")
@@ -483,10 +501,11 @@ def main(argv: list[str]) -> None:
                  f"in {outcome['metrics']['train_seconds']:.2f} s")
 
     runs = make_runs(configs, protocol_names, FLAGS.seeds, out,
-                     cli.data_flags(dataset.config) + cutoff_flag(), k)
+                     cli.data_flags(dataset.config) + cutoff_flag(), k, FLAGS.request_time,
+                     FLAGS.tie_shuffles)
     run_all(runs, dataset.checksums, FLAGS.reuse, FLAGS.jobs, k)
     if any(run.status != "failed" for run in runs):
-        add_curves(runs, dataset, splits, k, max_k)
+        add_curves(runs, dataset, splits, k, max_k, FLAGS.request_time, FLAGS.tie_shuffles)
 
     results: dict = {}
     for protocol in protocol_names:

@@ -2,10 +2,14 @@
 
     python -m dssm_tf.evaluate --export_dir=runs/bce/export [--k=50] [--exclude_seen]
                                [--index=flat|ivf|hnsw] [--protocol] [--cutoff] [--output=FILE]
+                               [--request_time=none|last|next] [--tie_shuffles=3]
 
 The data is the one `metadata.json` records (still where it was), unless the data flags say
 otherwise; the split is the one the export was trained under unless `--protocol`/`--cutoff`
-override it (with a warning). Prints the metrics JSON (docs/CONTRACT.md) and writes it to
+override it (with a warning). A timed export is asked at `--request_time` (default none:
+unknown); an export with a history is evaluated `--tie_shuffles` times, a user's same-second
+training interactions in another order each time, and the metrics are the mean
+(`dssm_tf.evaluation.exports`). Prints the metrics JSON (docs/CONTRACT.md) and writes it to
 `--output`.
 """
 
@@ -44,7 +48,9 @@ def main(argv: list[str]) -> None:
     app.start_tensorflow()
     export = load_export(export_dir)
     result, _ = evaluate_export(export, dataset, split, FLAGS.k, FLAGS.exclude_seen, index,
-                                batch_size=FLAGS.embed_batch_size)
+                                batch_size=FLAGS.embed_batch_size,
+                                request_time=FLAGS.request_time,
+                                tie_shuffles=FLAGS.tie_shuffles)
     app.report(result, FLAGS.output)
 
 

@@ -49,7 +49,9 @@ flags.DEFINE_string("items", None, "tabular: optional item feature table keyed b
 flags.DEFINE_string("user_column", "user_id", "tabular: column of the user keys.")
 flags.DEFINE_string("item_column", "item_id", "tabular: column of the item keys.")
 flags.DEFINE_string("time_column", "timestamp", "tabular: column of the times (Unix seconds "
-                    "or ISO dates).")
+                    "or ISO dates); COLUMN:order for integers that only order the interactions "
+                    "(e.g. 0,1,2... per user), or empty for the file's row order. An order only "
+                    "rules out --protocol=time_split and --history_time.")
 flags.DEFINE_string("rating_column", None, "tabular: optional column of ratings/weights "
                     "(needed by --min_rating).")
 flags.DEFINE_list("user_feature_columns", [], "tabular: user features, each COLUMN, "
@@ -72,6 +74,18 @@ flags.DEFINE_string("cutoff", None, "time_split: interactions at or after this t
 flags.DEFINE_integer("k", 50, "Length of the recommendation lists.", lower_bound=1)
 flags.DEFINE_boolean("exclude_seen", True,
                      "Remove a user's training items from their candidates (false = seed's).")
+flags.DEFINE_enum("request_time", "none", list(config.REQUEST_TIMES), "Timed user towers "
+                  "(--history_time): when evaluate, recommend, benchmark, speed and train's "
+                  "report say the request comes. none: unknown (request_time -1), the figure "
+                  "the project competes on: no input depends on the held-out interaction; "
+                  "last: asks at the last history item's time; next: HSTU's setting, the "
+                  "held-out interaction's own time (metrics labelled as such). At serving a "
+                  "client passes the time of its call.")
+flags.DEFINE_integer("tie_shuffles", 3, "Exports with a history: evaluation reports the mean "
+                     "over this many passes, each with one user's same-timestamp training "
+                     "interactions in another seeded order (seeds 0..N-1; their file order is "
+                     "close to arbitrary); 0 = the source order, one pass. recommend uses "
+                     "seed 0's order when this is above 0.", lower_bound=0)
 flags.DEFINE_string("output", None, "Write the metrics JSON here.")
 flags.DEFINE_integer("neighbors", 50, "itemCF: neighbours each history item contributes.",
                      lower_bound=1)
@@ -110,16 +124,21 @@ flags.DEFINE_enum("examples", "interactions", list(config.EXAMPLES), "Training e
 flags.DEFINE_enum("sequence_crop", "random", list(config.CROPS), "sequences: a user with more "
                   "than history_length + 1 items gets a random window each epoch, or always "
                   "the latest.")
-flags.DEFINE_boolean("shuffle_ties", False, "sequences: each training window puts a user's "
+flags.DEFINE_boolean("shuffle_ties", True, "sequences: each training window puts a user's "
                      "items that share a timestamp in a new random order (their source order "
-                     "is close to arbitrary: MovieLens logs bursts of ratings in one second).")
+                     "is close to arbitrary: MovieLens logs bursts of ratings in one second, "
+                     "and a model must not learn the file's order). Interaction examples "
+                     "ignore it.")
 flags.DEFINE_integer("validation_rows", 20000, "At most this many held-out interactions are "
                      "scored for val_recall.", lower_bound=1)
 flags.DEFINE_enum("early_stopping_metric", "loss", list(config.EARLY_STOPPING_METRICS),
                   "Monitor val_loss (min) or val_recall@50 (max).")
 flags.DEFINE_integer("patience", 3, "Early-stopping patience in epochs.", lower_bound=0)
-flags.DEFINE_integer("epochs", 20, "Maximum epochs.", lower_bound=1)
-flags.DEFINE_integer("batch_size", 512, "Training batch size.", lower_bound=1)
+flags.DEFINE_integer("epochs", 20, "Maximum epochs (sequences: 0 = derived from the data's "
+                     "size, see dssm_tf.data.sequence_settings).", lower_bound=0)
+flags.DEFINE_integer("batch_size", 512, "Training batch size (sequences: users a batch; 0 = "
+                     "about 2,048 target positions a batch, derived from the data).",
+                     lower_bound=0)
 flags.DEFINE_float("learning_rate", 0.005, "Optimizer learning rate.", lower_bound=0.0)
 flags.DEFINE_enum("learning_rate_schedule", "constant", list(config.SCHEDULES), "constant, or "
                   "cosine: a linear warm-up over the first epoch, then a cosine decay to 10% "
@@ -163,8 +182,9 @@ flags.DEFINE_boolean("user_features", False, "Add the data set's user features (
                      "gender, age, occupation) to the user tower.")
 flags.DEFINE_boolean("item_features", False, "Add the data set's item features (movielens: "
                      "genres) to the item tower.")
-flags.DEFINE_integer("history_length", 0, "Encode the user's last L items (0 = no history).",
-                     lower_bound=0)
+flags.DEFINE_integer("history_length", 0, "Encode the user's last L items (0 = no history; "
+                     "with --examples=sequences, 0 = derived from the data's sequence "
+                     "lengths).", lower_bound=0)
 flags.DEFINE_enum("user_encoder", "mean", list(config.ENCODERS), "How the history is encoded: "
                   "the mean of its item embeddings, or SASRec-style causal self-attention.")
 flags.DEFINE_boolean("user_key_embedding", True, "An embedding per user key in the user "
@@ -179,14 +199,19 @@ flags.DEFINE_integer("attention_feed_forward", 1, "attention: width of each bloc
 flags.DEFINE_boolean("attention_gating", False, "attention: scale each block's attention and "
                      "feed-forward output by a learned sigmoid gate of the block's input before "
                      "adding it (LiGR, as in eSASRec).")
-flags.DEFINE_boolean("history_time", False, "Add to each history item an embedding of the "
-                     "time to the next event, the last one's to the request (log-bucketed "
-                     "seconds, HSTU's request-anchored time): the user tower then also takes "
-                     "history_timestamps and request_time (Unix seconds).")
+flags.DEFINE_boolean("history_time", False, "Add to each history item an embedding of its "
+                     "gap since the item before it (log-bucketed seconds; the history's own "
+                     "times only): the user tower then also takes history_timestamps and "
+                     "request_time (Unix seconds; request_time is read by --request_gap only).")
 flags.DEFINE_boolean("attention_time_bias", False, "attention (with --history_time): add to "
                      "each attention score a learned bias per head and bucket of the time from "
-                     "the key's item to the event the query predicts for (HSTU's relative "
-                     "time bias).")
+                     "the key's item to the query's (HSTU's relative time bias, anchored at "
+                     "the query's own item).")
+flags.DEFINE_boolean("request_gap", False, "With --history_time: add to the user's embedding "
+                     "an embedding of the gap from the last history item to request_time (in "
+                     "training, the next item's time: HSTU's target-timestamp setting; "
+                     "evaluate it with --request_time=next, and at serving pass the time of "
+                     "the call).")
 flags.DEFINE_float("encoder_dropout", 0.2, "attention: dropout of the encoder.",
                    lower_bound=0.0, upper_bound=0.95)
 

@@ -5,7 +5,11 @@ Only the SavedModels are read (as `evaluate` does): the export's one-piece retri
 two towers and a faiss index. The user's history and seen items come
 from the training part of the split the export was trained under (`metadata.json`'s protocol
 and cutoff; `--protocol`/`--cutoff` override); the data is the one `metadata.json` records.
-Candidates are the items with at least one training interaction, as in evaluation.
+Candidates are the items with at least one training interaction, as in evaluation. As in
+evaluation, a timed export (``--history_time``) is asked at `--request_time` (default none:
+unknown, -1; a server passes the time of its call), and an export with a history sees the
+user's same-second training interactions in the order of tie shuffle seed 0 when
+`--tie_shuffles` is above 0 (one list, not a mean; 0: the data's source order).
 
 Usage::
 
@@ -41,25 +45,25 @@ _TEXT_WIDTH = 50
 
 
 def recommend(export: Export, dataset: Dataset, split: Split, user: int, k: int,
-              index: IndexConfig = IndexConfig()):
+              index: IndexConfig = IndexConfig(), request_time: str = "none"):
     """(item indices, scores) of the `k` best unseen candidates for user index `user`, from
-    the two towers and a faiss index."""
+    the two towers and a faiss index (a timed export asked at `request_time`)."""
     top, scores = retrieve(export, dataset, split, np.array([user]), k, exclude_seen=True,
-                           index=index, return_scores=True)
+                           index=index, return_scores=True, request_time=request_time)
     keep = top[0] >= 0
     return top[0][keep], scores[0][keep]
 
 
 def recommend_in_one_piece(retrieval, dataset: Dataset, split: Split, user: int, k: int,
-                           timed: bool = False):
+                           timed: bool = False, request_time: str = "none"):
     """The same from the export's one-piece retrieval model: the user's whole training
     history goes in (the tower encodes its last L items; all of them are excluded); `timed`
     (an export trained with ``--history_time``): with its times, and the request's
-    (`Split.request_times`)."""
+    (`Split.request_times` of mode `request_time`)."""
     import tensorflow as tf  # noqa: PLC0415
 
     seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
-    inputs = contract.user_inputs(dataset, split, np.array([user]), seen, timed)
+    inputs = contract.user_inputs(dataset, split, np.array([user]), seen, timed, request_time)
     out = retrieval(**{name: tf.constant(value) for name, value in inputs.items()},
                     k=tf.constant(k, tf.int32), exclude_history=tf.constant(True))
     keys = out[contract.ITEM_KEYS].numpy()[0]
@@ -121,15 +125,18 @@ def main(argv: list[str]) -> None:
         raise ConfigError("user_id", f"{FLAGS.user_id}: no such user in the data "
                                      f"({dataset.name}, {dataset.data_dir})")
     split = split_for_export(dataset, metadata, *cli.protocol_override())
+    if int(metadata["history_length"]) > 0 and FLAGS.tie_shuffles > 0:
+        split = split.with_shuffled_ties(0)  # evaluation's first pass: one list, not a mean
     index = checked_index(split)
     app.start_tensorflow()
     k = FLAGS.k if FLAGS["k"].present else DEFAULT_K
     one_piece = load_retrieval(export_dir) if index.index == "flat" else None
     if one_piece is not None:
         items, scores = recommend_in_one_piece(one_piece[0], dataset, split, user, k,
-                                               contract.is_timed(metadata))
+                                               contract.is_timed(metadata), FLAGS.request_time)
     else:  # an export without the one-piece model, or an approximate index asked for
-        items, scores = recommend(load_export(export_dir), dataset, split, user, k, index)
+        items, scores = recommend(load_export(export_dir), dataset, split, user, k, index,
+                                  FLAGS.request_time)
     n_seen = int(split.user_offsets[user + 1] - split.user_offsets[user])
     about = describe_user(dataset, user)
     print(f"Top {len(items)} for user {FLAGS.user_id}{f' ({about})' if about else ''}: "

@@ -16,9 +16,12 @@ Measures in this process and prints one row per figure (what, value, target, ok?
   fed live by the pipeline (what `fit` sees: both share the CPUs); target: the pipeline
   alone outpaces the step on cached batches;
 - `evaluate_export` on all users (leave_last_one_out) for `--export_dir`, or
-  for an export of the model just timed (history length 50; its metrics mean nothing);
+  for an export of the model just timed (history length 50; its metrics mean nothing): one
+  pass in the data's order (the time of one evaluation, not `--tie_shuffles` of them), a
+  timed export asked at `--request_time`;
 - the one-piece retrieval model of that export: latency at batch 1 (p50, p99) and
-  throughput at batch 256, top-10 with the history excluded.
+  throughput at batch 256, top-10 with the history excluded (`--request_time` fed as
+  `evaluate` feeds it).
 
 Timings exclude TensorFlow's import. Exit status 0 even if a target is missed (the table says
 so): speed depends on the machine.
@@ -201,7 +204,8 @@ def time_serving(version_dir: str, dataset: Dataset, split, table: Table,
     timed = contract.is_timed(contract.read_metadata(version_dir))
 
     def feed(chosen):
-        inputs = contract.user_inputs(dataset, split, chosen, width, timed)
+        inputs = contract.user_inputs(dataset, split, chosen, width, timed,
+                                      FLAGS.request_time)
         return {name: tf.constant(value) for name, value in inputs.items()}
 
     rng = np.random.default_rng(0)
@@ -243,7 +247,8 @@ def time_evaluation(dataset: Dataset, split, table: Table, k: int, model=None,
                 candidates=contract.item_inputs(dataset, np.flatnonzero(split.candidates)))
             source = f"model above, L={run.tower.history_length}"
         start = time.perf_counter()
-        result, _ = evaluate_export(export_dir, dataset, split, k=k, exclude_seen=True)
+        result, _ = evaluate_export(export_dir, dataset, split, k=k, exclude_seen=True,
+                                    request_time=FLAGS.request_time, tie_shuffles=0)
         seconds = time.perf_counter() - start
         table.add(f"evaluate_export, {result['n_test_users']:,} users, top-{k} ({source})",
                   seconds, "s", f"<= {EVALUATE_TARGET_S:g} s", seconds <= EVALUATE_TARGET_S,

@@ -103,6 +103,7 @@ class Dataset:
     users: pd.DataFrame         # row = user index: the key column, features, display columns
     items: pd.DataFrame         # row = item index: the key column, features, title
     interactions: pd.DataFrame  # user, item (indices), timestamp (Unix s), rating; source order
+    #                             (timestamp is an order only unless config.real_times)
     config: DataConfig          # how it was loaded (data_dir resolved to an absolute path)
     checksums: dict[str, str]   # file name -> md5 of every file read
     default_cutoff: int | None = None  # the time split's default cutoff, if the source has one
@@ -209,19 +210,22 @@ def build_dataset(schema: Schema, interactions: Table, config: DataConfig,
     """Check keys and build a `Dataset` from parsed tables.
 
     `interactions.frame` has the columns ``schema.user_key``, ``schema.item_key``,
-    ``timestamp`` (int64 Unix seconds) and, optionally, ``rating``. An interaction whose key a
+    ``timestamp`` (int64 Unix seconds, or integers that only order the interactions when
+    ``config.real_times`` is false) and, optionally, ``rating``. An interaction whose key a
     given feature table lacks is an error naming its line, or, with
     ``config.missing_keys == "drop"``, dropped (the count is logged). With `config.min_rating`,
     only interactions rated at least that much are kept. A time before 1970 is an error (a
     logged interaction cannot be that old: a placeholder such as -1, more likely); times in
-    the future are kept, with a warning. Exact repeats of an interaction (same user, item,
-    time and rating: a file appended twice, say) are dropped, and counted in a warning.
+    the future are kept, with a warning (neither applies to an order). Exact repeats of an
+    interaction (same user, item, time and rating: a file appended twice, say) are dropped,
+    and counted in a warning.
     """
     frame = interactions.frame
     stamps = frame["timestamp"].to_numpy(np.int64)
-    interactions.fail(stamps < 0, "expected a time at or after 1970-01-01 (Unix seconds >= 0)",
-                      "timestamp")
-    future = int((stamps > time.time()).sum())
+    if config.real_times:  # an order (--time_column=COLUMN:order) may hold any integers
+        interactions.fail(stamps < 0, "expected a time at or after 1970-01-01 (Unix seconds "
+                                      ">= 0)", "timestamp")
+    future = int((stamps > time.time()).sum()) if config.real_times else 0
     if future:
         log.warning("%d interaction(s) of %s are dated in the future (the latest: %s UTC); "
                     "kept", future, interactions.path,

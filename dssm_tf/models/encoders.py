@@ -12,8 +12,8 @@ Both take right-aligned windows ``[B, W, d]`` (W <= L, the most recent item last
   as the embedding), dropout, a padding mask; with `gating`, LiGR's learned sigmoid gates
   scale what each block's attention and feed-forward add to its input (eSASRec). With
   `time_bias`, each block adds to its attention scores a learned bias per head and bucket of
-  the time from key item j to the event query i predicts for (HSTU's relative time bias,
-  `dssm_tf.models.time_gaps.relative_buckets`). The
+  the time from key item j to query item i (HSTU's relative time bias, anchored at the
+  query's own item: `dssm_tf.models.time_gaps.relative_buckets`). The
   output at position t only sees items up to t, so one forward pass over a user's sequence
   yields a training example at every position (the output at t predicts item t + 1), and the
   last position is the user's embedding at serving time.

@@ -219,6 +219,13 @@ class InBatchSoftmax(LossScheme):
                                      tf.cast(tf.size(losses), losses.dtype))
 
 
+@tf.custom_gradient
+def _dense_gradient(x: tf.Tensor):
+    """`x`, its gradient made dense: `all_gather`'s gradient all-reduces the gradient it gets,
+    which cannot be the `IndexedSlices` a `tf.gather` of its rows gives."""
+    return tf.identity(x), tf.convert_to_tensor
+
+
 class CandidateSoftmax(keras.layers.Layer):
     """Softmax for training on sequences (every position of every window a target), in one of
     three forms, chosen by `candidates` (the ``--negative_sampler`` name):
@@ -248,6 +255,18 @@ class CandidateSoftmax(keras.layers.Layer):
     Called as ``scheme(user [P, D], candidates [C, D], candidate_items [C], labels [P],
     negatives [N], windows [P])``: `labels[p]` and `negatives[n]` are rows of `candidates` (the
     distinct items, embedded once) and `windows[p]` the window position p belongs to.
+
+    Under a `tf.distribute` strategy with several replicas, each called with its share of the
+    global batch (and the same shared negatives), the loss is that of the global batch: the
+    in-batch form gathers every replica's distinct candidates (items and embeddings; an item
+    held by several replicas keeps the first one's embedding), so each replica's positions are
+    scored against the whole global batch's items, as on one replica; the full and sampled
+    forms score against candidates every replica already holds (every item; its own target
+    and the shared negatives). The correction's `positions` are the global batch's. A
+    replica returns ``sum of its positions' losses * replicas / global positions``: the model
+    divides it by the replicas and the replicas' gradients are summed, so the update is that
+    of the mean over every target position of the global batch, however the positions fall
+    on the replicas. On one replica: the mean over the batch's positions.
     """
 
     sequence = True
@@ -263,6 +282,7 @@ class CandidateSoftmax(keras.layers.Layer):
         q = (np.asarray(negative_probabilities, np.float64) if num_negatives
              else np.zeros_like(p))
         self.sampled = candidates not in ("inbatch", "all")
+        self.gathers = candidates == "inbatch"  # several replicas: the global batch's items
         self.temperature = temperature
         self.exclude_user_items = exclude_user_items
         if candidates == "all":
@@ -279,6 +299,48 @@ class CandidateSoftmax(keras.layers.Layer):
 
     def call(self, user, candidates, candidate_items, labels, negatives=None, windows=None):
         labels = tf.cast(labels, tf.int32)
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if replicas == 1:
+            return tf.reduce_mean(self._position_losses(user, candidates, candidate_items,
+                                                        labels, negatives, windows))
+        positions = tf.shape(user, tf.int64)[0]
+        if self.gathers:
+            total, candidates, candidate_items, mine = self._global_candidates(
+                context, positions, candidates, candidate_items)
+            labels = tf.gather(mine, labels)
+            if negatives is not None:
+                negatives = tf.gather(mine, tf.cast(negatives, tf.int32))
+        else:
+            total = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                       tf.cast(positions, tf.float32))
+        losses = self._position_losses(user, candidates, candidate_items, labels, negatives,
+                                       windows)
+        return tf.math.divide_no_nan(tf.reduce_sum(losses) * float(replicas), total)
+
+    @staticmethod
+    def _global_candidates(context, positions, candidates, candidate_items):
+        """(target positions of the global batch, its distinct candidates [C', D] and their
+        items [C'], and the rows there of this replica's candidates [C]): every replica's
+        distinct candidates gathered, each item kept once, with the first embedding of it.
+        The replicas' counts differ from step to step: inside a loop of several steps the
+        gathers would reuse collective instances, which must keep their shapes, so the model
+        runs one step per call (`TwoTowerModel.compile`)."""
+        counts = tf.stack([tf.size(candidate_items, tf.int64), positions])[None, :]
+        counts = context.all_gather(counts, axis=0)                      # [replicas, 2]
+        # tf.identity places the tensors on this replica's device first (see InBatchSoftmax).
+        items = context.all_gather(tf.identity(candidate_items), axis=0)  # in replica order
+        embeddings = _dense_gradient(context.all_gather(tf.identity(candidates), axis=0))
+        replica = tf.cast(context.replica_id_in_sync_group, tf.int32)
+        offset = tf.cast(tf.reduce_sum(counts[:replica, 0]), tf.int32)
+        distinct, row = tf.unique(items)
+        first = tf.math.unsorted_segment_min(tf.range(tf.size(items)), row, tf.size(distinct))
+        mine = row[offset:offset + tf.size(candidate_items)]
+        total = tf.cast(tf.reduce_sum(counts[:, 1]), tf.float32)
+        return total, tf.gather(embeddings, first), distinct, mine
+
+    def _position_losses(self, user, candidates, candidate_items, labels, negatives, windows):
+        """[P] cross-entropy of each position (see the class docstring)."""
         others = (self._other_targets(labels, windows, tf.shape(candidates)[0])
                   if self.exclude_user_items else None)
         if not self.sampled:
@@ -287,8 +349,7 @@ class CandidateSoftmax(keras.layers.Layer):
                 logits -= tf.gather(self.correction, candidate_items)[None, :]
             if others is not None:
                 logits = tf.where(others, _MASKED, logits)
-            return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=labels, logits=logits))
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
         negatives = tf.cast(negatives, tf.int32)
         positive = tf.reduce_sum(user * tf.gather(candidates, labels), axis=-1, keepdims=True)
         sampled = tf.matmul(user, tf.gather(candidates, negatives), transpose_b=True)
@@ -299,8 +360,8 @@ class CandidateSoftmax(keras.layers.Layer):
             masked |= tf.gather(others, negatives, axis=1)
         sampled = tf.where(masked, _MASKED, sampled)
         logits = tf.concat([positive, sampled], axis=1) / self.temperature
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.zeros_like(labels), logits=logits))
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.zeros_like(labels),
+                                                              logits=logits)
 
     @staticmethod
     def _other_targets(labels: tf.Tensor, windows: tf.Tensor,

@@ -7,9 +7,9 @@ out-of-vocabulary row, never crash.
 User tower: key embedding [+ one embedding per categorical user feature, mean-pooled
 embeddings per multi-valued one, standardised numeric ones] [+ the user's last
 `history_length` items, encoded by a `dssm_tf.models.encoders` encoder: their mean, or causal
-self-attention; with `history_time`, each item's embedding plus that of its gap to the next
-event, the last one's to the request (`dssm_tf.models.time_gaps`)] -> MLP -> (L2-normalised)
-embedding. `UserTower.sequence` gives that embedding at every position of a history at once
+self-attention; with `history_time`, each item's embedding plus that of its gap since the
+item before it (`dssm_tf.models.time_gaps`); with `request_gap`, plus an embedding of the gap
+from the last item to the request] -> MLP -> (L2-normalised) embedding. `UserTower.sequence` gives that embedding at every position of a history at once
 (training on sequences).
 Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
 
@@ -31,7 +31,7 @@ from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, INT64, MULTI, MULTI_SEPARATOR,
                                  NUMERIC, REQUEST_TIME, Feature, Schema)
 from dssm_tf.models.encoders import make_encoder, masked_mean
-from dssm_tf.models.time_gaps import TimeGapEmbedding, relative_buckets
+from dssm_tf.models.time_gaps import ROWS, TimeGapEmbedding, relative_buckets, request_buckets
 
 
 def fit_width(history: tf.Tensor, width: int, padding=0) -> tf.Tensor:
@@ -161,6 +161,10 @@ class UserTower(_Tower):
             self.encoder = make_encoder(config)
             if config.history_time:
                 self.time_gaps = TimeGapEmbedding(config.embedding_dim, name="time_gaps")
+            if config.request_gap:
+                self.request_gap = keras.layers.Embedding(ROWS, config.embedding_dim,
+                                                          embeddings_initializer="zeros",
+                                                          name="request_gap")
 
     def _history(self, features: dict[str, tf.Tensor], width: int | None = None) -> dict:
         """The encoder's inputs for the right-aligned history window (its last `width` columns,
@@ -173,29 +177,45 @@ class UserTower(_Tower):
         inputs = {"embeddings": self.history_embedding(self.history_lookup(history)),
                   "valid": tf.not_equal(history, self.padding)}
         if self.config.history_time:
-            stamps = features[HISTORY_TIMESTAMPS]
-            if width is not None:
-                stamps = fit_width(stamps, width)
-            inputs["embeddings"] += tf.cast(self.time_gaps(stamps, features[REQUEST_TIME]),
+            stamps = self._stamps(features, width)
+            inputs["embeddings"] += tf.cast(self.time_gaps(stamps, inputs["valid"]),
                                             inputs["embeddings"].dtype)
             if self.config.attention_time_bias:
-                inputs["time_buckets"] = relative_buckets(stamps, features[REQUEST_TIME])
+                inputs["time_buckets"] = relative_buckets(stamps)
         return inputs
+
+    @staticmethod
+    def _stamps(features: dict[str, tf.Tensor], width: int | None) -> tf.Tensor:
+        stamps = features[HISTORY_TIMESTAMPS]
+        return stamps if width is None else fit_width(stamps, width)
+
+    def _with_request(self, encoded: tf.Tensor, features: dict[str, tf.Tensor],
+                      width: int | None = None) -> tf.Tensor:
+        """`encoded` plus the embedding of the gap to the request (``--request_gap``): at the
+        last item (`[B, D]`), or at every position, whose request is the next item's time
+        (`[B, W, D]`, training on sequences)."""
+        if not self.config.request_gap:
+            return encoded
+        buckets = request_buckets(self._stamps(features, width), features[REQUEST_TIME],
+                                  every_position=width is None)
+        return encoded + tf.cast(self.request_gap(buckets), encoded.dtype)
 
     def call(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         parts = self.parts(features)
         if self.config.history_length:
-            parts.append(self.encoder(**self._history(features, self.config.history_length),
-                                      training=training))
+            width = self.config.history_length
+            encoded = self.encoder(**self._history(features, width), training=training)
+            parts.append(self._with_request(encoded, features, width))
         return self.head(parts, training=training)
 
     def sequence(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         """`[B, W, D]`: the user's embedding after each position of `features["history"]`
         (`[B, W]`, right-aligned, W <= history_length), each position seeing only the items up
-        to it — what `call` gives for the history that ends there (with `history_time`, and
-        the request at the time of the next item: `request_time` is the time of the item
-        after the last)."""
-        encoded = self.encoder.sequence(**self._history(features), training=training)
+        to it — what `call` gives for the history that ends there (with `request_gap`, the
+        request at the time of the next item: `request_time` is the time of the item after the
+        last)."""
+        encoded = self._with_request(
+            self.encoder.sequence(**self._history(features), training=training), features)
         width = tf.shape(features[HISTORY])[1]
         parts = [tf.repeat(part[:, None, :], width, axis=1) for part in self.parts(features)]
         return self.head(parts + [encoded], training=training)

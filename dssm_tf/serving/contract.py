@@ -16,6 +16,7 @@ Usage::
     metadata = check_export(version_dir)                  # layout + metadata.json, checked
     inputs = signature_inputs(metadata, USER_TOWER)       # {"user_id": ("int64", 1), ...}
     feed = user_inputs(dataset, split, users, history_length=10)   # numpy arrays by name
+    feed = user_inputs(dataset, split, users, 10, timed=True, request_time="last")
 """
 
 from __future__ import annotations
@@ -230,17 +231,36 @@ def item_inputs(dataset: Dataset, items: np.ndarray) -> dict[str, np.ndarray]:
     return inputs
 
 
+PAIRS_PER_CALL = 1 << 22  # (query, key) pairs a user-tower call may hold: [B, W, W] bounded
+
+
+def users_per_call(history_length: int, batch_size: int) -> int:
+    """How many users to embed per call of a user tower with a history of `history_length`:
+    at most `batch_size`, and few enough that the attention's `[B, W, W]` tensors stay within
+    `PAIRS_PER_CALL` pairs (4,096 users of 200 items would otherwise hold 164M pairs, 655 MB
+    for each float32 tensor of them, and a call makes several).
+
+    >>> users_per_call(200, 4096), users_per_call(10, 4096), users_per_call(0, 512)
+    (104, 4096, 512)
+    """
+    return max(1, min(batch_size, PAIRS_PER_CALL // max(history_length, 1) ** 2))
+
+
 def is_timed(metadata: dict) -> bool:
     """Whether the export's user tower takes times (trained with ``--history_time``)."""
     return REQUEST_TIME in signature_inputs(metadata, USER_TOWER)
 
 
 def user_inputs(dataset: Dataset, split: Split, users: np.ndarray,
-                history_length: int, timed: bool = False) -> dict[str, np.ndarray]:
+                history_length: int, timed: bool = False,
+                request_time: str = "none") -> dict[str, np.ndarray]:
     """User-tower inputs of user indices `users`: raw key, features, and the `[n, L]` history of
     their last L training item keys, oldest to newest, right-aligned, padded with the schema's
     padding (0 or ""). `timed` adds the `[n, L]` times of those items (0 where padded) and
-    each user's request time (`Split.request_times`)."""
+    each user's request time, `Split.request_times(users, request_time)`: ``"none"`` (-1 for
+    all, "unknown": nothing depends on the held-out interaction), ``"last"`` (the last history
+    item's time) or ``"next"`` (the held-out interaction's own time, HSTU's setting). At
+    serving a client passes the time of its call."""
     schema = dataset.schema
     users = np.asarray(users, np.int64)
     rows = dataset.users.iloc[users]
@@ -253,5 +273,5 @@ def user_inputs(dataset: Dataset, split: Split, users: np.ndarray,
     inputs[HISTORY] = raw.reshape(len(users), int(history_length))
     if timed:
         inputs[HISTORY_TIMESTAMPS] = split.history_timestamps(users, int(history_length))
-        inputs[REQUEST_TIME] = split.request_times(users)
+        inputs[REQUEST_TIME] = split.request_times(users, request_time)
     return inputs

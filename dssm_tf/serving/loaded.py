@@ -5,12 +5,16 @@ History tensor: ``history`` is ``[n, L]`` with ``L = metadata["history_length"]`
 last L training item keys, oldest to newest, right-aligned, padded with 0 (integer keys) or ""
 (string keys). ``L = 0`` is allowed and then the tensor has shape ``[n, 0]`` (no columns, not a
 column of padding): a tower without a history feature still accepts it, since the signature's
-spec is ``[None, None]``.
+spec is ``[None, None]``. A timed user tower (``--history_time``) also gets the history's
+times and `request_time`, by `contract.user_inputs`: -1 ("unknown") under the default mode
+``none``, else the last history item's time (``last``) or the held-out interaction's
+(``next``).
 
 Usage::
 
     export = load_export("runs/bce/export")     # the latest version
     top = retrieve(export, dataset, split, users, k=50, exclude_seen=True)   # item indices
+    top = retrieve(export, dataset, split, users, 50, True, request_time="last")  # timed towers
 """
 
 from __future__ import annotations
@@ -54,6 +58,13 @@ class Export:
     def timed(self) -> bool:
         """The user tower takes the history's and the request's times."""
         return contract.is_timed(self.metadata)
+
+    @property
+    def reads_request_time(self) -> bool:
+        """The user tower's output depends on `request_time` (``--request_gap``); other timed
+        towers take it and ignore it, so every `--request_time` gives them the same figure."""
+        tower = (self.metadata.get("config") or {}).get("tower") or {}
+        return self.timed and bool(tower.get("request_gap"))
 
     @property
     def similarity(self) -> str:
@@ -175,13 +186,16 @@ def embed_items(item_tower, dataset: Dataset, items: np.ndarray,
 
 def embed_users(user_tower, dataset: Dataset, split: Split, users: np.ndarray,
                 history_length: int, batch_size: int = DEFAULT_BATCH_SIZE,
-                dim: int | None = None, timed: bool = False) -> np.ndarray:
+                dim: int | None = None, timed: bool = False,
+                request_time: str = "none") -> np.ndarray:
     """[len(users), D] float32 user embeddings of user indices `users` (histories from `split`;
-    `timed`: with their times and the request's, `contract.user_inputs`)."""
+    `timed`: with their times and the request's, of mode `request_time`,
+    `contract.user_inputs`)."""
     return _embed(user_tower,
                   lambda batch: contract.user_inputs(dataset, split, batch, history_length,
-                                                     timed),
-                  np.asarray(users, np.int64), contract.USER_TOWER, batch_size, dim, "users")
+                                                     timed, request_time),
+                  np.asarray(users, np.int64), contract.USER_TOWER,
+                  contract.users_per_call(history_length, batch_size), dim, "users")
 
 
 def seen_of(split: Split, users: np.ndarray):
@@ -195,12 +209,14 @@ def seen_of(split: Split, users: np.ndarray):
 
 def retrieve(export: Export, dataset: Dataset, split: Split, users: np.ndarray, k: int,
              exclude_seen: bool, index: IndexConfig = IndexConfig(),
-             batch_size: int = DEFAULT_BATCH_SIZE, return_scores: bool = False):
-    """Top-`k` candidate item indices ([n, k], -1 pads) of `users`; optionally their scores."""
+             batch_size: int = DEFAULT_BATCH_SIZE, return_scores: bool = False,
+             request_time: str = "none"):
+    """Top-`k` candidate item indices ([n, k], -1 pads) of `users`; optionally their scores.
+    A timed export is asked at `request_time` (`Split.request_times`: none, last, next)."""
     candidates = np.flatnonzero(split.candidates)
     items = embed_items(export.item_tower, dataset, candidates, batch_size, export.embedding_dim)
     queries = embed_users(export.user_tower, dataset, split, users, export.history_length,
-                          batch_size, export.embedding_dim, export.timed)
+                          batch_size, export.embedding_dim, export.timed, request_time)
     searcher = faiss_index.build_index(items, index.index, **faiss_index.config_params(index))
     exclude = seen_of(split, users) if exclude_seen else None
     return faiss_index.search(searcher, queries, k, exclude=exclude, item_ids=candidates,

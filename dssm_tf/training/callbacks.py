@@ -17,6 +17,7 @@ import tf_keras as keras
 
 from dssm_tf.data.pipeline import FeatureTables
 from dssm_tf.evaluation import metrics
+from dssm_tf.serving.contract import users_per_call
 
 
 class ValidationRecall(keras.callbacks.Callback):
@@ -35,7 +36,8 @@ class ValidationRecall(keras.callbacks.Callback):
                  history_ends: np.ndarray | None = None):
         super().__init__()
         self.history_ends = None if history_ends is None else np.asarray(history_ends)[rows]
-        self.tables, self.rows, self.k, self.batch_size = tables, rows, k, batch_size
+        self.tables, self.rows, self.k = tables, rows, k
+        self.batch_size = users_per_call(tables.history_length, batch_size)
         self.fit_seen, self.candidates = fit_seen, candidates
         self.users = tables.train_user.numpy()[rows]
         self.targets = tables.train_item.numpy()[rows]

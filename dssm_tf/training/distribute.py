@@ -14,7 +14,13 @@ each update; the losses are divided by the number of replicas, so the update is 
 mean over the global batch. The input pipeline gives each replica a disjoint slice of every
 global batch of the same seeded permutation (`dssm_tf.data.pipeline`), and the in-batch
 softmax scores every replica's users against the whole global batch
-(`dssm_tf.models.losses.InBatchSoftmax`). The chief (worker 0, or the task of type "chief")
+(`dssm_tf.models.losses.InBatchSoftmax`). With ``--examples=sequences`` a global batch is one
+packed batch of users, split evenly over the replicas (`dssm_tf.data.sequences`), whose
+replicas draw the same shared negatives; the sequence softmax scores every replica's target
+positions against the distinct items of the whole global batch and weighs the replicas by
+their positions, so the update is that of the mean over the global batch's positions
+(`dssm_tf.models.losses.CandidateSoftmax`); it runs one step per call (shapes change from
+step to step, see `TwoTowerModel.compile`). The chief (worker 0, or the task of type "chief")
 alone writes the export, metrics.json, config.json and the TensorBoard logs; the others write
 what Keras makes them write into scratch folders it removes.
 

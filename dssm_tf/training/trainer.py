@@ -94,22 +94,25 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
         model = build_model(run, dataset, split, pipeline)
     backup_dir = os.path.join(model_dir, resume.BACKUP)
     start_step = resume.backed_up_steps(backup_dir)
+    # Early stopping on recall needs no validation loss: the pass that computes it (a third of
+    # an epoch's work for sequences) is skipped.
+    by_recall = training.early_stopping_metric == "recall" and len(pipeline.val_rows) > 0
     if replicas > 1:
         train_ds = strategy.distribute_datasets_from_function(
             lambda context: pipeline.training(start_step, context))
         val_ds = (strategy.distribute_datasets_from_function(pipeline.validation)
-                  if len(pipeline.val_rows) else None)
+                  if len(pipeline.val_rows) and not by_recall else None)
     else:
         train_ds = pipeline.training(start_step=start_step)
-        val_ds = pipeline.validation()
+        val_ds = None if by_recall else pipeline.validation()
     with strategy.scope():
         model(pipeline.first_batch())  # build, so BackupAndRestore can restore into them
     callbacks = [keras.callbacks.TerminateOnNaN(),
                  keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
                  keras.callbacks.BackupAndRestore(backup_dir)]
-    if val_ds is not None:
+    if val_ds is not None or by_recall:
         monitor, mode = "val_loss", "min"
-        if training.early_stopping_metric == "recall":
+        if by_recall:
             rng = np.random.default_rng(training.seed)
             val_rows = pipeline.val_rows
             picked = np.sort(rng.choice(val_rows, min(training.validation_rows, len(val_rows)),
@@ -122,8 +125,10 @@ def fit(run: RunConfig, dataset: Dataset, split: Split, model_dir: str) -> FitRe
             monitor=monitor, mode=mode, patience=training.patience, restore_best_weights=True))
     start = time.perf_counter()
     # A distributed stream has no end Keras can see: say how many whole global batches.
-    validation_steps = (steps_per_epoch(len(pipeline.val_rows), training.batch_size, replicas)
-                        if replicas > 1 and val_ds is not None else None)
+    validation_steps = None
+    if replicas > 1 and val_ds is not None:
+        validation_steps = getattr(pipeline, "validation_steps", None) or steps_per_epoch(
+            len(pipeline.val_rows), training.batch_size, replicas)
     history = model.fit(train_ds, epochs=training.epochs, steps_per_epoch=pipeline.steps_per_epoch,
                         validation_data=val_ds, validation_steps=validation_steps,
                         callbacks=callbacks, verbose=1 if training.verbose else 2)

@@ -5,8 +5,8 @@
 - `read_table`: ``.csv``/``.tsv`` with a header row and ``.parquet``; `header` gives a file's
   column names without reading its rows. CSV/TSV are parsed by pyarrow's multi-threaded reader
   (25M rows in a few seconds);
-- `integers`, `numbers`, `timestamps`, `strings`: typed columns of a parsed `Table`, refusing
-  the first value that is not what the column must hold, by line.
+- `integers`, `numbers`, `timestamps`, `orders`, `strings`: typed columns of a parsed
+  `Table`, refusing the first value that is not what the column must hold, by line.
 
 Lines are physical file lines (a blank line or a line break inside a quoted value counts), so
 an editor's "go to line" finds the fault.
@@ -18,6 +18,7 @@ Usage::
     table = read_table("events.csv")              # Table(frame, path, first_line=2)
     table = read_table("events.csv", columns=["user", "time"], text_columns=["user"])
     stamps = timestamps(table, "time")            # Unix seconds or ISO dates -> int64 seconds
+    steps = orders(table, "step")                 # integers that only order -> int64
 """
 
 from __future__ import annotations
@@ -472,15 +473,28 @@ def require_columns(table: Table, columns, what: str = "") -> None:
     require_header(table.path, table.frame.columns, columns, what)
 
 
-def integers(table: Table, column: str) -> np.ndarray:
-    """The column as int64; InputError at the first value that is not an integer."""
+def integers(table: Table, column: str, message: str | None = None) -> np.ndarray:
+    """The column as int64; InputError (`message`, default "expected an integer COLUMN") at
+    the first value that is not an integer."""
     values = table.frame[column]
+    message = message or f"expected an integer {column}"
     if pd.api.types.is_signed_integer_dtype(values) and not values.isna().any():
         return values.to_numpy(np.int64)
     numbers_ = pd.to_numeric(values, errors="coerce").to_numpy(np.float64)
     whole = np.isfinite(numbers_) & (numbers_ == np.round(numbers_)) & (np.abs(numbers_) < 2**53)
-    table.fail(~whole, f"expected an integer {column}", column)
+    table.fail(~whole, message, column)
     return numbers_.astype(np.int64)
+
+
+def orders(table: Table, column: str) -> np.ndarray:
+    """An order column (``--time_column=COLUMN:order``) as int64, the values as they are:
+    integers that only order the interactions (0, 1, 2... per user, or a global counter).
+    InputError at the first value that is not an integer (a date or a boolean included)."""
+    message = f"expected an integer in column {column} (an order: --time_column={column}:order)"
+    values = table.frame[column]
+    if pd.api.types.is_datetime64_any_dtype(values) or pd.api.types.is_bool_dtype(values):
+        table.fail(np.ones(len(values), bool), message, column)  # numbers only by conversion
+    return integers(table, column, message)
 
 
 def numbers(table: Table, column: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """``--dataset=tabular``: train on your own interaction file (CSV, TSV or Parquet).
 
-Anything that logs who interacted with what, and when, can train a two-tower model: this
-source reads such a file, and optional user and item feature tables, into the same `Dataset`
+Anything that logs who interacted with what, and when (or only in which order), can train a
+two-tower model: this source reads such a file, and optional user and item feature tables, into the same `Dataset`
 the MovieLens releases give, checking every value on the way so a bad file fails at load time
 with one line naming the file and line (``row N`` for Parquet), not deep inside training.
 
@@ -12,6 +12,9 @@ Usage (the command line takes the same settings as flags of the same names)::
                               rating_column="stars", items="products.parquet",
                               item_feature_columns=("brand", "tags:multi", "price:numeric"),
                               title_column="name"))
+    # item lists with an order and no times: a per-user step, or the file's order
+    dataset = load(DataConfig(dataset="tabular", interactions="sessions.csv",
+                              time_column="step:order"))          # or time_column=""
 
 Rules:
 
@@ -27,8 +30,15 @@ Rules:
 - Item key 0: integer item keys pad serving histories with 0, so an integer item key 0 is
   refused (number the items from 1, or give them keys that are not integers, e.g. ``i0``).
   Text keys pad with "", which no key can be (an empty field is missing).
-- Time: Unix seconds (numbers; fractions floored; above 10^11, milliseconds probably, refused)
-  or ISO dates/times (``2003-01-01``, ``2003-01-01T10:00:00+02:00``; UTC when unzoned).
+- Time (`time_column`): ``COLUMN`` holds Unix seconds (numbers; fractions floored; above
+  10^11, milliseconds probably, refused) or ISO dates/times (``2003-01-01``,
+  ``2003-01-01T10:00:00+02:00``; UTC when unzoned). Many data sets have an order but no times:
+  ``COLUMN:order`` holds integers that only order the interactions (0, 1, 2... per user, or a
+  global counter), kept as they are (a value that is not an integer is an error); an empty
+  `time_column` takes the file's row order (row number 0, 1, 2...). Either way the
+  interactions sort by (user, timestamp, source order) as with real times, but
+  `DataConfig.real_times` is false: ``--protocol=time_split`` and ``--history_time`` are
+  refused (`RunConfig.validate`), ``leave_last_one_out`` works.
 - Features (``COLUMN``, ``COLUMN:multi``, ``COLUMN:numeric``): categorical is int64 when the
   column holds integers with no missing value, else text as written with missing values as
   ""; multi is text of ``|``-separated values (missing: "", no value); numeric is a finite
@@ -108,8 +118,10 @@ def _load(config: DataConfig, bar) -> Dataset:
     _check_encoding(config.encoding)
     encoding = config.encoding
 
-    wanted = {users.key: "user_column", items.key: "item_column",
-              config.time_column: "time_column"}
+    time_column, real_times = config.time_source
+    wanted = {users.key: "user_column", items.key: "item_column"}
+    if time_column is not None:
+        wanted.setdefault(time_column, "time_column")
     if config.rating_column:
         wanted.setdefault(config.rating_column, "rating_column")
     for side in (users, items):
@@ -142,7 +154,7 @@ def _load(config: DataConfig, bar) -> Dataset:
                     item_key_dtype=key_dtypes["item"], user_features=features["user"],
                     item_features=features["item"], item_title=config.title_column)
     frame = {users.key: interactions.frame[users.key], items.key: interactions.frame[items.key],
-             TIMESTAMP: files.timestamps(interactions, config.time_column)}
+             TIMESTAMP: _times(interactions, time_column, real_times)}
     if config.rating_column:
         frame[RATING] = files.numbers(interactions, config.rating_column)
     events = dataclasses.replace(interactions, frame=pd.DataFrame(frame, copy=False))
@@ -215,6 +227,16 @@ def _check_names(config: DataConfig, users: _Side, items: _Side) -> None:
                                     or items.title in [c for c, _ in items.specs]):
         raise ConfigError("title_column", f"{items.title!r} is the item key or an item "
                                           f"feature; the title is a display column of its own")
+
+
+def _times(interactions: Table, column: str | None, real_times: bool) -> np.ndarray:
+    """The interactions' int64 timestamps: Unix seconds of a time column, the integers of an
+    order column as they are, or (no time column) the row numbers: the file's order."""
+    if column is None:
+        return np.arange(len(interactions.frame), dtype=np.int64)
+    if real_times:
+        return files.timestamps(interactions, column)
+    return files.orders(interactions, column)
 
 
 def _check_encoding(encoding: str) -> None:
