@@ -35,19 +35,6 @@ class TwoTowerModel(keras.Model):
         self.scheme = scheme
         self.loss_tracker = keras.metrics.Mean(name="loss")
 
-    def compile(self, *args, steps_per_execution=None, **kwargs):
-        """`keras.Model.compile`, but one step per call for sequences on several replicas.
-
-        Their shapes change from step to step (the windows' width, a share's users and
-        distinct items), and so do those of their collectives (the gathered candidates, the
-        embedding gradients' rows). Keras' loop of several steps a call is a while loop, whose
-        iterations reuse each collective's instance, which must keep the shape it first had:
-        the second step would abort."""
-        if getattr(self.scheme, "sequence", False) and \
-                self.distribute_strategy.num_replicas_in_sync > 1:
-            steps_per_execution = 1
-        super().compile(*args, steps_per_execution=steps_per_execution, **kwargs)
-
     def batch_loss(self, batch: dict, training: bool = False) -> tf.Tensor:
         """The scheme's loss on one batch of `dssm_tf.data.pipeline` features (or of
         `dssm_tf.data.sequences` windows: those have a `target_mask`)."""

@@ -55,10 +55,13 @@ def build_model(run: RunConfig, dataset: Dataset, split: Split,
                        num_negatives=run.sampler.num_negatives, sequences=sequences,
                        candidates=run.sampler.negative_sampler)
     model = TwoTowerModel(user_tower, item_tower, scheme)
-    # tf_keras' loop of several steps per call does not trace under MultiWorkerMirrored
-    # ("destinations can not be empty"): one step per call there; the updates are the same.
-    steps = 1 if run.training.distribution == "multi_worker" else \
-        run.training.steps_per_execution
+    # One step per call, with the same updates, where Keras' loop of several steps per call
+    # fails: it does not trace under MultiWorkerMirrored ("destinations can not be empty"),
+    # and sequences on several replicas gather tensors whose shapes change from step to step,
+    # while the loop's iterations reuse each collective, which must keep its first shape.
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    one_step = run.training.distribution == "multi_worker" or (sequences and replicas > 1)
+    steps = 1 if one_step else run.training.steps_per_execution
     model.compile(optimizer=make_optimizer(run.training, pipeline.steps_per_epoch),
                   steps_per_execution=steps)
     return model
