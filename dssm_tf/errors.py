@@ -9,6 +9,7 @@ Usage::
 
     raise InputError(f"{path}:{line}: expected an integer rating, got 'x'")
     raise ConfigError("frequent_min_count", "no item has that many training interactions")
+    raise InputError(f"{path}: cannot parse ({one_line(error)})")   # another library's error
 """
 
 from __future__ import annotations
@@ -25,3 +26,10 @@ class ConfigError(InputError):
         self.parameter = parameter
         self.message = message
         super().__init__(f"{parameter}: {message}")
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of another library's error message (its type name if it has none), to
+    quote inside an InputError's one line."""
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,6 +1,12 @@
 """Files: writing that never leaves half a file (or half a folder), the one-line report of an
 operating-system error, output checks made before any work, an exclusive lock, checksums.
 
+Whatever is written in more than one step is written under a hidden staging name,
+``.<name>.partial-<pid>-*``, and renamed into place in one step; whatever is removed is first
+renamed out of the way, to ``.<name>.old-<pid>-*``, and then deleted. A process killed at any
+point leaves only such hidden folders, which no reader takes for a result and the next writer
+removes once their pid is dead (`clear_stale`).
+
 Usage::
 
     check_writable_file("out/metrics.json", "output")   # ConfigError("output") if it cannot be
@@ -10,6 +16,7 @@ Usage::
         ...
     with staged_folder("/data/out") as tmp:   # renamed to /data/out only when complete
         write_files_into(tmp)
+    publish_version("runs/bce/export", write_files_into, keep=3, is_complete=complete)
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from typing import Callable
 
 from dssm_tf.errors import ConfigError, InputError
@@ -39,13 +47,36 @@ _ADVICE = {
 }
 
 
+# Operating-system errors TensorFlow reports as its own types: their messages tell the cause.
+_CAUSES = {"No space left on device": errno.ENOSPC, "Disk quota exceeded": errno.EDQUOT,
+           "Permission denied": errno.EACCES, "Read-only file system": errno.EROFS,
+           "Not a directory": errno.ENOTDIR, "is not a directory": errno.ENOTDIR}
+# TensorFlow's wrapping of an op's message: ``{{function_node ...}} TEXT [Op:SaveV2]``.
+_TF_WRAPPING = re.compile(r"^\s*(?:\{\{[^}]*\}\}\s*)?(.*?)(?:\s*\[Op:[^\]]*\])?\s*$")
+
+
 def os_error_line(error: OSError, path: str | None = None) -> str:
     """One line naming the path, the reason and what to do: ``PATH: No space left on device
     (free some space there or write elsewhere)``."""
     where = path or error.filename or ""
     reason = error.strerror or str(error).splitlines()[0]
     advice = _ADVICE.get(error.errno)
-    return f"{where}: {reason}" + (f" ({advice})" if advice else "")
+    return (f"{where}: " if where else "") + reason + (f" ({advice})" if advice else "")
+
+
+def os_error_in(message: str) -> OSError | None:
+    """The operating-system error a message of another library (TensorFlow's) reports, with
+    the file it names, or None: ``{{function_node __wrapped__SaveV2...}} /m/v.data; No space
+    left on device [Op:SaveV2]`` is ``OSError(ENOSPC, "No space left on device", "/m/v.data")``.
+    """
+    lines = str(message).strip().splitlines()
+    text = _TF_WRAPPING.fullmatch(lines[0]).group(1) if lines else ""
+    for cause, number in _CAUSES.items():
+        if cause in text:
+            where, _, said = text.rpartition("; ")
+            return OSError(number, os.strerror(number),
+                           where if cause in said and where else None)
+    return None
 
 
 def as_input_error(error: OSError, path: str | None = None) -> InputError:
@@ -143,16 +174,27 @@ def exclusive_lock(path: str, parameter: str):
             raise ConfigError(parameter, f"{os.path.dirname(path)} is in use by another run "
                                          f"(pid {holder}); wait for it to finish, or use "
                                          f"another --{parameter}") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()   # a full disk shows here, in an error that names no file
+        except OSError as error:
+            raise as_input_error(error, path) from None
         yield
     finally:
-        handle.close()  # closing releases the lock
+        with contextlib.suppress(OSError):  # a full disk may refuse the buffer once more
+            handle.close()  # closing releases the lock
 
 
-PARTIAL, OLD = ".partial-", ".old-"   # staging names beside a folder: .<name><kind><pid>-*
+PARTIAL, OLD = ".partial-", ".old-"   # staging names: .<name><kind><pid>-<random>
+
+
+def staging(parent: str, name: str, kind: str = PARTIAL) -> str:
+    """A new empty folder ``.<name><kind><pid>-<random>`` in `parent`, for what becomes (or
+    was) `name`: hidden, so no reader takes it for a result, and removed by `clear_stale` once
+    this process is dead."""
+    return tempfile.mkdtemp(dir=parent, prefix=f".{name}{kind}{os.getpid()}-")
 
 
 def process_alive(pid: int) -> bool:
@@ -178,9 +220,9 @@ def check_output_folder(out: str, parameter: str, is_ours: Callable[[str], bool]
     check_writable_folder(os.path.dirname(os.path.abspath(out)), parameter)
 
 
-def clear_stale(out: str) -> list[str]:
-    """Remove the staging folders beside `out` that dead processes left; returns their paths."""
-    parent, name = os.path.split(os.path.abspath(out))
+def clear_stale(parent: str, name: str) -> list[str]:
+    """Remove the staging folders of `name` in `parent` that dead processes left (half
+    written, or half removed); returns their paths."""
     pattern = re.compile(re.escape(f".{name}") + f"(?:{re.escape(PARTIAL)}|{re.escape(OLD)})"
                          + r"(\d+)-.*")
     removed = []
@@ -192,11 +234,25 @@ def clear_stale(out: str) -> list[str]:
     return removed
 
 
+def discard(path: str, name: str) -> None:
+    """Remove folder `path`: renamed in one step into a staging folder of `name` beside it,
+    then deleted, so a kill never leaves half of it under its own name."""
+    trash = staging(os.path.dirname(path), name, OLD)
+    os.rename(path, os.path.join(trash, "removed"))
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _readable(tmp: str) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)   # mkdtemp's 0700 is for the staging name only
+
+
 def _publish(tmp: str, out: str) -> None:
     """Rename the finished `tmp` to `out`, replacing an empty folder or earlier contents."""
     if os.path.isdir(out) and os.listdir(out):
         parent, name = os.path.split(os.path.abspath(out))
-        old = tempfile.mkdtemp(dir=parent, prefix=f".{name}{OLD}{os.getpid()}-")
+        old = staging(parent, name, OLD)
         os.rename(out, os.path.join(old, "previous"))
         os.rename(tmp, out)
         shutil.rmtree(old, ignore_errors=True)
@@ -213,14 +269,61 @@ def staged_folder(out: str):
     out = os.path.abspath(out)
     parent, name = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
-    clear_stale(out)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}{PARTIAL}{os.getpid()}-")
+    clear_stale(parent, name)
+    tmp = staging(parent, name)
     try:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)   # mkdtemp's 0700 is for the staging name only
+        _readable(tmp)
         _publish(tmp, out)
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+VERSION = "version"   # the staging name of a numbered version: .version.partial-<pid>-*
+
+
+def numbered(root: str) -> list[int]:
+    """The numbers of the numbered folders under `root` (complete or not), ascending."""
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(entry) for entry in os.listdir(root)
+                  if entry.isdigit() and os.path.isdir(os.path.join(root, entry)))
+
+
+def publish_version(root: str, write: Callable[[str], None], keep: int,
+                    is_complete: Callable[[str], bool]) -> str:
+    """`write(tmp)` a new version into a staging folder under `root`, rename it to the next
+    number (seconds since 1970, above every numbered folder) and keep the newest `keep`
+    complete versions; returns the new version's folder.
+
+    Every other numbered folder is removed with `discard`, incomplete ones too (what an older
+    writer killed mid-removal left), and staging folders of dead processes first. So a kill at
+    any step leaves the versions whole or hidden, and after the next call exactly `keep`
+    complete ones remain (fewer if there were fewer).
+    """
+    os.makedirs(root, exist_ok=True)
+    clear_stale(root, VERSION)
+    tmp = staging(root, VERSION)
+    try:
+        write(tmp)
+        _readable(tmp)
+        version = max(int(time.time()), max(numbered(root), default=0) + 1)
+        while True:
+            target = os.path.join(root, str(version))
+            try:
+                os.rename(tmp, target)  # fails if `target` exists: never replaces a version
+                break
+            except OSError:
+                if not os.path.exists(target):
+                    raise
+                version += 1
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    kept = [n for n in numbered(root)
+            if n == version or is_complete(os.path.join(root, str(n)))][-keep:]
+    for number in numbered(root):
+        if number not in kept:
+            discard(os.path.join(root, str(number)), VERSION)
+    return target

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
+from dssm_tf import io
 from dssm_tf.errors import InputError
+from dssm_tf.serving import contract
 from tests import synthetic
 from tests.conftest import REPO_ROOT, command_env, load_ml
 from tests.synthetic import TINY_RATINGS, write_movielens
@@ -167,6 +169,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path, data_di
         proc = run("train", *args, "--epochs=2", "--overwrite", tmp_path=tmp_path)
         line = one_error_line(proc)
         assert "No space left on device" in line and "free some space" in line, line
+        assert line.startswith(f"error: {model_dir}/") and "{{" not in line, line
         after = snapshot(model_dir)
         for name, content in before.items():  # the export and metrics.json are untouched
             if name.startswith(("export/", "metrics.json")):
@@ -176,10 +179,11 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_export(tmp_path, data_di
 
 ENOSPC_AT_EXPORT = after_tensorflow_starts("""
     import tensorflow as tf
-    def save(*args, **kwargs):
-        raise tf.errors.ResourceExhaustedError(
-            None, None, "/disk/export/.staging/variables.data; No space left on device "
-                        "[Op:SaveV2]")
+    def save(module, path, *args, **kwargs):  # what TensorFlow 2.21 raises on a full disk
+        raise tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__SaveV2_dtypes_2_device_/job:localhost/replica:0/task:0/"
+            "device:CPU:0}} " + path + "/variables/variables_temp/part-00000-of-00001.data-"
+            "00000-of-00001.tempstate16066872254218334619; No space left on device [Op:SaveV2]"))
     tf.saved_model.save = save
 """)
 
@@ -191,10 +195,36 @@ def test_an_injected_full_disk_at_export_keeps_everything(tmp_path, data_dir):
     before = snapshot(model_dir / "export")
     metrics = (model_dir / "metrics.json").read_bytes()
     proc = run("train", *args, tmp_path=tmp_path, prelude=ENOSPC_AT_EXPORT)
-    line = one_error_line(proc)
-    assert "No space left on device" in line and "free some space" in line, line
+    assert one_error_line(proc) == (f"error: {model_dir / 'export'}: No space left on device "
+                                    f"(free some space there or write elsewhere)")
     assert snapshot(model_dir / "export") == before
     assert (model_dir / "metrics.json").read_bytes() == metrics
+
+
+ENOSPC_IN_LOCK = """
+    import builtins, errno
+    real_open = builtins.open
+    class Full:  # a file on a full disk: the pid written into it never reaches the disk
+        def __init__(self, handle):
+            self.handle = handle
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    def open_(path, *args, **kwargs):
+        handle = real_open(path, *args, **kwargs)
+        return Full(handle) if str(path).endswith(".lock") else handle
+    builtins.open = open_
+"""
+
+
+def test_a_full_disk_at_the_start_of_train_names_the_lock_file(tmp_path, data_dir):
+    model_dir = tmp_path / "model"
+    proc = run("train", f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY_TRAIN,
+               tmp_path=tmp_path, prelude=ENOSPC_IN_LOCK)
+    assert one_error_line(proc) == (f"error: {model_dir / '.lock'}: No space left on device "
+                                    f"(free some space there or write elsewhere)")
+    assert proc.stdout == ""
 
 
 # --- kills during an export --------------------------------------------------------------------
@@ -202,31 +232,28 @@ def test_an_injected_full_disk_at_export_keeps_everything(tmp_path, data_dir):
 KILL_AT = after_tensorflow_starts("""
     import os, signal
     import tensorflow as tf
-    from dssm_tf.serving import export
-    real_save, real_publish = tf.saved_model.save, export._publish
+    real_save, real_rename = tf.saved_model.save, os.rename
     calls = []
     def save(*args, **kwargs):
         calls.append(1)
         if WHERE == "staging" and len(calls) == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return real_save(*args, **kwargs)
-    def publish(staging, root):
-        if WHERE == "before_publish":
+    def rename(source, target, *args, **kwargs):  # the publishing rename: to a number
+        publishing = os.path.basename(target).isdigit()
+        if WHERE == "before_publish" and publishing:
             os.kill(os.getpid(), signal.SIGKILL)
-        version = real_publish(staging, root)
-        if WHERE == "after_publish":
+        real_rename(source, target, *args, **kwargs)
+        if WHERE == "after_publish" and publishing:
             os.kill(os.getpid(), signal.SIGKILL)
-        return version
     tf.saved_model.save = save
-    export._publish = publish
+    os.rename = rename
 """)
 
 
 @pytest.mark.parametrize("where", ["staging", "before_publish", "after_publish"])
 def test_a_kill_during_an_export_never_leaves_the_export_without_a_complete_latest(
         tmp_path, data_dir, where):
-    from dssm_tf.serving import contract
-
     model_dir = tmp_path / "model"
     root = model_dir / "export"
     args = [f"--data_dir={data_dir}", f"--model_dir={model_dir}", *TINY_TRAIN]
@@ -238,13 +265,44 @@ def test_a_kill_during_an_export_never_leaves_the_export_without_a_complete_late
     assert contract.is_complete(latest)
     versions = contract.versions(str(root))
     assert versions == (first if where != "after_publish" else first + versions[-1:])
-    staging = [n for n in os.listdir(root) if n.startswith(contract.STAGING)]
+    staging = [n for n in os.listdir(root) if n.startswith(f".{io.VERSION}{io.PARTIAL}")]
     assert len(staging) == (0 if where == "after_publish" else 1)
     # The next export clears what the killed one left and publishes a higher version.
     again = run("train", *args, tmp_path=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert not [n for n in os.listdir(root) if n.startswith(".")]
     assert contract.versions(str(root))[-1] > versions[-1]
+
+
+def fake_version(folder, metadata: dict, towers=("user_tower", "item_tower")) -> None:
+    """The layout `evaluate` checks before TensorFlow starts (the SavedModels are empty)."""
+    for tower in towers:
+        os.makedirs(os.path.join(folder, tower))
+        open(os.path.join(folder, tower, "saved_model.pb"), "wb").close()
+    with open(os.path.join(folder, "metadata.json"), "w") as f:
+        json.dump(metadata, f)
+
+
+TRAINED = {"similarity": "dot", "embedding_dim": 4, "history_length": 0,
+           "protocol": "time_split", "cutoff": 975000000}
+
+
+def test_an_export_whose_only_version_is_incomplete_names_it(tmp_path):
+    root = tmp_path / "export"
+    fake_version(root / "1764354000", TRAINED, towers=("item_tower",))
+    proc = run("evaluate", f"--export_dir={root}", tmp_path=tmp_path)
+    assert one_error_line(proc) == (f"error: {root}/1764354000: incomplete version (no "
+                                    f"user_tower/saved_model.pb); {root} holds no complete "
+                                    f"version (--export_dir)")
+
+
+def test_evaluate_with_a_cutoff_past_the_data_is_one_line_and_no_warning(tmp_path, data_dir):
+    root = tmp_path / "export"
+    fake_version(root / "1764354000", TRAINED)
+    proc = run("evaluate", f"--export_dir={root}", f"--data_dir={data_dir}",
+               "--cutoff=2100-01-01", tmp_path=tmp_path)
+    assert one_error_line(proc).startswith("error: --cutoff: 4102444800 (2100-01-01 00:00:00 "
+                                           "UTC) leaves no test interaction")
 
 
 # --- one run per model folder ------------------------------------------------------------------

@@ -15,7 +15,6 @@ Usage::
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import sys
@@ -27,12 +26,7 @@ from absl import logging as absl_logging
 
 from dssm_tf import progress, runtime
 from dssm_tf.errors import ConfigError, InputError
-from dssm_tf.io import os_error_line, write_json
-
-# TensorFlow reports operating-system errors as its own types; their messages tell the cause.
-_TF_OS_ERRORS = {"No space left on device": errno.ENOSPC, "Permission denied": errno.EACCES,
-                 "Read-only file system": errno.EROFS, "Not a directory": errno.ENOTDIR,
-                 "is not a directory": errno.ENOTDIR}
+from dssm_tf.io import os_error_in, os_error_line, write_json
 
 
 def _parse_flags_or_exit(argv: Sequence[str]) -> list[str]:
@@ -53,11 +47,9 @@ def error_line(error: BaseException) -> tuple[str, int]:
     if isinstance(error, OSError):
         return f"error: {os_error_line(error)}", 2
     message = str(getattr(error, "message", error)).strip()
-    if type(error).__module__.startswith("tensorflow"):
-        for cause, number in _TF_OS_ERRORS.items():
-            if cause in message:
-                line = message.splitlines()[0]
-                return f"error: {os_error_line(OSError(number, line))}", 2
+    cause = os_error_in(message) if type(error).__module__.startswith("tensorflow") else None
+    if cause is not None:  # TensorFlow reports operating-system errors as its own types
+        return f"error: {os_error_line(cause)}", 2
     first = message.splitlines()[0] if message else ""
     return (f"error: internal error, please report it: {type(error).__name__}: {first} "
             f"(--verbosity=1 shows the traceback)"), 1

@@ -120,6 +120,8 @@ def split_for_export(dataset: Dataset, metadata: dict, protocol: str | None = No
     trained_cutoff = contract.trained_cutoff(metadata)
     chosen = protocol or trained_protocol or TIME_SPLIT
     chosen_cutoff = cutoff if cutoff is not None else trained_cutoff
+    # The split first: a cutoff that leaves a side empty is its one error line, no warning.
+    split = make_split(dataset, SplitConfig(protocol=chosen, cutoff=chosen_cutoff))
     if trained_protocol is not None and chosen != trained_protocol:
         log.warning("the export was trained under --protocol=%s; evaluating under %s can count "
                     "training interactions as test interactions", trained_protocol, chosen)
@@ -134,4 +136,4 @@ def split_for_export(dataset: Dataset, metadata: dict, protocol: str | None = No
         if differ:
             log.warning("%s in %s differ from the data the export was trained on "
                         "(metadata.json checksums)", ", ".join(differ), dataset.data_dir)
-    return make_split(dataset, SplitConfig(protocol=chosen, cutoff=chosen_cutoff))
+    return split

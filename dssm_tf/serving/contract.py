@@ -5,10 +5,12 @@ user-facing description; `dssm_tf.serving.export` writes what this module specif
 
 Layout: an export root holds numbered versions (`versions`; the highest is the latest), each
 a folder of ``user_tower/`` and ``item_tower/`` (SavedModels, each with a ``serving_default``
-signature returning ``{"embedding": float32 [n, D]}``) and ``metadata.json``. A root that
-holds those three itself is an export of dssm_tf 0.1 (one version, unnumbered), still read. The signature inputs follow the data set's schema (`Schema.user_inputs`,
-`Schema.item_inputs`) and are recorded in ``metadata.json`` under ``signatures``; exports
-without that record (dssm_tf 0.1) serve the MovieLens-1M inputs in `LEGACY_INPUTS`.
+signature returning ``{"embedding": float32 [n, D]}``) and ``metadata.json``; a numbered folder
+lacking one of them is no version (`missing` says what it lacks). A root that holds those
+three itself is an export of dssm_tf 0.1 (one version, unnumbered), still read. The signature
+inputs follow the data set's schema (`Schema.user_inputs`, `Schema.item_inputs`) and are
+recorded in ``metadata.json`` under ``signatures``; exports without that record (dssm_tf 0.1)
+serve the MovieLens-1M inputs in `LEGACY_INPUTS`.
 
 Usage::
 
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 
 import numpy as np
 
@@ -32,7 +33,8 @@ from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.schema import (HISTORY, HISTORY_TIMESTAMPS, REQUEST_TIME, RETRIEVAL_INPUTS,
                                  Schema, as_dtype)
 from dssm_tf.data.splits import Split
-from dssm_tf.errors import InputError
+from dssm_tf.errors import InputError, one_line
+from dssm_tf.io import numbered
 
 USER_TOWER, ITEM_TOWER, METADATA = "user_tower", "item_tower", "metadata.json"
 TOWERS = (USER_TOWER, ITEM_TOWER)
@@ -40,7 +42,6 @@ RETRIEVAL = "retrieval"  # the one-piece model (`dssm_tf.serving.retrieval`); op
 SIGNATURE, EMBEDDING = "serving_default", "embedding"
 K, EXCLUDE = RETRIEVAL_INPUTS
 ITEM_KEYS, SCORES = "item_keys", "scores"
-STAGING = ".staging-"  # + pid + "-" + random: a version being written (never read)
 LEGACY_INPUTS = {
     USER_TOWER: {"user_id": ("int64", 1), "gender": ("string", 1), "age": ("int64", 1),
                  "occupation": ("int64", 1), "history": ("int64", 2)},
@@ -79,11 +80,6 @@ def signature_inputs(metadata: dict, tower: str) -> dict[str, tuple[str, int]]:
             for entry in recorded[tower]["inputs"]}
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def read_metadata(export_dir: str) -> dict:
     """`metadata.json` of an export, checked for the fields evaluation and serving need."""
     path = os.path.join(export_dir, METADATA)
@@ -95,7 +91,7 @@ def read_metadata(export_dir: str) -> dict:
     except json.JSONDecodeError as error:
         raise InputError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"{path}: cannot read ({_one_line(error)})") from None
+        raise InputError(f"{path}: cannot read ({one_line(error)})") from None
     if not isinstance(metadata, dict):
         raise InputError(f"{path}: expected a JSON object")
     for field in ("similarity", "embedding_dim", "history_length"):
@@ -121,7 +117,7 @@ def read_metadata(export_dir: str) -> dict:
         if metadata.get("schema"):
             Schema.from_dict(metadata["schema"])
     except (KeyError, TypeError, ValueError) as error:
-        raise InputError(f"{path}: malformed signatures or schema ({_one_line(error)})") \
+        raise InputError(f"{path}: malformed signatures or schema ({one_line(error)})") \
             from None
     return metadata
 
@@ -131,48 +127,56 @@ def trained_cutoff(metadata: dict) -> int | None:
     return metadata.get("cutoff", metadata.get("train_cutoff"))
 
 
-def staging_prefix() -> str:
-    return f"{STAGING}{os.getpid()}-"
-
-
-def staging_pid(name: str) -> int | None:
-    """The pid of the process writing staging folder `name` (None: not a staging folder)."""
-    found = re.fullmatch(re.escape(STAGING) + r"(\d+)-.*", name)
-    return int(found.group(1)) if found else None
+def missing(folder: str) -> str | None:
+    """What version folder `folder` lacks to be complete (``user_tower/saved_model.pb``, ...),
+    or None when both SavedModels and the metadata are there."""
+    for part in (*(os.path.join(tower, "saved_model.pb") for tower in TOWERS), METADATA):
+        if not os.path.isfile(os.path.join(folder, part)):
+            return part
+    return None
 
 
 def is_complete(folder: str) -> bool:
     """Both SavedModels and the metadata are there."""
-    return (os.path.isfile(os.path.join(folder, METADATA))
-            and all(os.path.isfile(os.path.join(folder, tower, "saved_model.pb"))
-                    for tower in TOWERS))
+    return missing(folder) is None
 
 
 def versions(export_root: str) -> list[int]:
-    """The numbered versions under an export root, complete ones only, ascending."""
-    if not os.path.isdir(export_root):
-        return []
-    return sorted(int(name) for name in os.listdir(export_root)
-                  if name.isdigit() and is_complete(os.path.join(export_root, name)))
+    """The numbered versions under an export root, complete ones only, ascending. Staging
+    folders (hidden names, `dssm_tf.io.staging`) are never versions."""
+    return [n for n in numbered(export_root) if is_complete(os.path.join(export_root, str(n)))]
+
+
+def _incomplete(export_root: str, version: int) -> str:
+    folder = os.path.join(export_root, str(version))
+    return f"{folder}: incomplete version (no {missing(folder)})"
 
 
 def resolve_export(export_dir: str | None, version: int | None = None) -> str:
     """The folder of one version of an export: `version` under the root `export_dir`, else its
     highest complete version; a folder holding an export itself (a version folder, or a
-    dssm_tf 0.1 export) is returned as it is."""
+    dssm_tf 0.1 export) is returned as it is. A root whose numbered folders are all incomplete
+    is an InputError naming the latest and what it lacks."""
     if not export_dir:
         raise InputError("--export_dir: required (an export folder: <model_dir>/export)")
     if not os.path.isdir(export_dir):
         raise InputError(f"{export_dir}: export folder not found (--export_dir)")
-    numbered = versions(export_dir)
+    complete = versions(export_dir)
+    listed = ", ".join(map(str, complete)) or "none"
     if version is not None:
-        if version not in numbered:
-            listed = ", ".join(map(str, numbered)) or "none"
-            raise InputError(f"{export_dir}: no complete version {version} (--version; "
+        if version in complete:
+            return os.path.join(export_dir, str(version))
+        if version in numbered(export_dir):
+            raise InputError(f"{_incomplete(export_dir, version)} (--version; complete "
                              f"versions: {listed})")
-        return os.path.join(export_dir, str(version))
-    if numbered:
-        return os.path.join(export_dir, str(numbered[-1]))
+        raise InputError(f"{export_dir}: no complete version {version} (--version; "
+                         f"versions: {listed})")
+    if complete:
+        return os.path.join(export_dir, str(complete[-1]))
+    folders = numbered(export_dir)
+    if folders and not os.path.isfile(os.path.join(export_dir, METADATA)):
+        raise InputError(f"{_incomplete(export_dir, folders[-1])}; {export_dir} holds no "
+                         f"complete version (--export_dir)")
     return export_dir  # one export, unnumbered: checked as such by `check_export`
 
 

@@ -8,8 +8,10 @@ Layout of an export root (``<model_dir>/export/``)::
 
 Each version is written complete under a hidden staging name inside the root and then renamed
 to its number in one step, so at every moment the latest version is a complete one: a kill or
-a full disk mid-export leaves the previous versions as they were. Staging folders of exports
-that died are cleared by the next export; only the newest `keep_versions` versions are kept.
+a full disk mid-export leaves the previous versions as they were. Old versions beyond the
+newest `keep_versions` are renamed out of the numbered names before they are deleted, so a kill
+while pruning never leaves half a version under a number. The hidden folders a killed export
+leaves are cleared by the next one (`dssm_tf.io.publish_version`).
 
 The signatures' inputs are those `metadata["signatures"]` records (`contract.signatures` of the
 data set's schema), so a client calls the towers with raw keys and feature values by name.
@@ -26,16 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import time
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from dssm_tf.errors import ConfigError
-from dssm_tf.io import process_alive
+from dssm_tf.io import as_input_error, os_error_in, publish_version
 from dssm_tf.serving import contract
 from dssm_tf.serving.retrieval import RetrievalModule
 
@@ -60,30 +59,16 @@ class _Serving(tf.Module):
         self.serve = serve
 
 
-def clear_stale_staging(export_root: str) -> list[str]:
-    """Remove staging folders whose writing process is gone; returns their names."""
-    removed = []
-    for name in os.listdir(export_root):
-        pid = contract.staging_pid(name)
-        if pid is not None and not process_alive(pid):
-            shutil.rmtree(os.path.join(export_root, name), ignore_errors=True)
-            removed.append(name)
-    return removed
-
-
-def _publish(staging: str, export_root: str) -> str:
-    """Rename `staging` to the next version number (seconds since 1970, above the latest)."""
-    latest = max(contract.versions(export_root), default=0)
-    version = max(int(time.time()), latest + 1)
-    while True:
-        target = os.path.join(export_root, str(version))
-        try:
-            os.rename(staging, target)   # fails if `target` exists: never replaces a version
-            return target
-        except OSError:
-            if not os.path.exists(target):
-                raise
-            version += 1
+def _save(module: tf.Module, path: str) -> None:
+    """`tf.saved_model.save` with its ``serving_default``; an operating-system error that
+    TensorFlow reports in its own words (a full disk) is raised as the OSError it is."""
+    try:
+        tf.saved_model.save(module, path, signatures={contract.SIGNATURE: module.serve})
+    except tf.errors.OpError as error:
+        cause = os_error_in(error.message)
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _embed(tower: keras.Model, inputs: dict[str, np.ndarray], batch: int = 4096) -> np.ndarray:
@@ -105,31 +90,21 @@ def export_towers(user_tower: keras.Model, item_tower: keras.Model, export_root:
     if keep_versions < 1:
         raise ConfigError("keep_versions", f"expected at least 1, got {keep_versions}")
     export_root = os.path.abspath(export_root)
-    os.makedirs(export_root, exist_ok=True)
-    clear_stale_staging(export_root)
-    staging = tempfile.mkdtemp(dir=export_root, prefix=contract.staging_prefix())
-    try:
+
+    def write(staging: str) -> None:
         for name, tower in ((contract.USER_TOWER, user_tower),
                             (contract.ITEM_TOWER, item_tower)):
-            module = _Serving(tower, contract.signature_inputs(metadata, name))
-            tf.saved_model.save(module, os.path.join(staging, name),
-                                signatures={contract.SIGNATURE: module.serve})
+            _save(_Serving(tower, contract.signature_inputs(metadata, name)),
+                  os.path.join(staging, name))
         if candidates is not None:
             key = next(iter(contract.signature_inputs(metadata, contract.ITEM_TOWER)))
-            module = RetrievalModule(
-                user_tower, candidates[key], _embed(item_tower, candidates),
-                contract.signature_inputs(metadata, contract.USER_TOWER))
-            tf.saved_model.save(module, os.path.join(staging, contract.RETRIEVAL),
-                                signatures={contract.SIGNATURE: module.serve})
+            _save(RetrievalModule(user_tower, candidates[key], _embed(item_tower, candidates),
+                                  contract.signature_inputs(metadata, contract.USER_TOWER)),
+                  os.path.join(staging, contract.RETRIEVAL))
         with open(os.path.join(staging, contract.METADATA), "w") as f:
             json.dump(metadata, f, indent=2, sort_keys=True)  # published with the rest
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 is for the staging name only
-        version_dir = _publish(staging, export_root)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    for old in contract.versions(export_root)[:-keep_versions]:
-        shutil.rmtree(os.path.join(export_root, str(old)), ignore_errors=True)
-    return version_dir
+
+    try:
+        return publish_version(export_root, write, keep_versions, contract.is_complete)
+    except OSError as error:  # named by the export root: the staging folder is gone by now
+        raise as_input_error(error, export_root) from None

@@ -28,7 +28,7 @@ import numpy as np
 from dssm_tf.config import IndexConfig
 from dssm_tf.data.dataset import Dataset
 from dssm_tf.data.splits import Split
-from dssm_tf.errors import InputError
+from dssm_tf.errors import InputError, one_line
 from dssm_tf.progress import progress
 from dssm_tf.retrieval import index as faiss_index
 from dssm_tf.serving import contract
@@ -71,11 +71,6 @@ class Export:
         return str(self.metadata["similarity"])
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
-
-
 def _tf():
     """TensorFlow, imported on first use: bad flags and paths fail fast, before TF's start-up
     (dssm_tf has set TF_USE_LEGACY_KERAS by now)."""
@@ -91,7 +86,7 @@ def _load_signature(export_dir: str, name: str, inputs: dict[str, tuple[str, int
     try:
         loaded = tf.saved_model.load(path)
     except Exception as error:  # noqa: BLE001  (TF raises many types for a corrupt model)
-        raise InputError(f"{path}: cannot load SavedModel ({_one_line(error)})") from None
+        raise InputError(f"{path}: cannot load SavedModel ({one_line(error)})") from None
     signature = loaded.signatures.get(contract.SIGNATURE)
     if signature is None:
         raise InputError(f"{path}: SavedModel has no {contract.SIGNATURE!r} signature")
@@ -153,7 +148,7 @@ def _embed(tower, inputs_of: Callable[[np.ndarray], dict[str, np.ndarray]], ids:
                 out = serve(**batch)
             except (TypeError, ValueError, tf.errors.OpError) as error:
                 raise InputError(f"{name}: {contract.SIGNATURE} failed on contract inputs "
-                                 f"({_one_line(error)})") from None
+                                 f"({one_line(error)})") from None
             out = out[contract.EMBEDDING] if isinstance(out, dict) else out
             block = np.asarray(out, dtype=np.float32)
             rows = min(batch_size, n - start)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv as arrow_csv
 
 from dssm_tf.data.dataset import Table
-from dssm_tf.errors import InputError
+from dssm_tf.errors import InputError, one_line
 
 TABLE_FORMATS = (".csv", ".tsv", ".parquet")
 _BLOCK = 1 << 24                      # bytes per read when scanning a file
@@ -46,11 +46,6 @@ _ARROW_BLOCK = 1 << 22                # pyarrow's parsing block (types are infer
 _PANDAS_INDEX = re.compile(r"__index_level_\d+__")   # pandas' index columns in Parquet
 # Beyond this many seconds (year 5138) a "Unix seconds" value is almost surely milliseconds.
 MAX_UNIX_SECONDS = 10**11
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 def read_bytes(path: str) -> bytes:
@@ -61,7 +56,7 @@ def read_bytes(path: str) -> bytes:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
+        raise InputError(f"{path}: cannot read ({error.strerror or one_line(error)})") from None
     if not raw.strip():
         raise InputError(f"{path}: file is empty")
     return raw
@@ -72,7 +67,7 @@ def _encoding_error(path: str, error: BaseException | None, encoding: str,
     """InputError naming the line of the first byte `encoding` cannot decode."""
     found = _undecodable(path, encoding, raw)
     where, what = (f"{path}:{found[0]}", f"byte 0x{found[1]:02x}") if found else \
-        (path, _one_line(error) if error else "undecodable bytes")
+        (path, one_line(error) if error else "undecodable bytes")
     return InputError(f"{where}: not {encoding} text ({what}{hint})")
 
 
@@ -193,7 +188,7 @@ def _require_text(path: str) -> None:
                 if not block.isspace():
                     return
     except OSError as error:
-        raise InputError(f"{path}: cannot read ({error.strerror or _one_line(error)})") from None
+        raise InputError(f"{path}: cannot read ({error.strerror or one_line(error)})") from None
     raise InputError(f"{path}: file is empty")
 
 
@@ -249,7 +244,7 @@ def header(path: str, encoding: str = "utf-8") -> list[str]:
         try:
             names = pq.ParquetFile(path).schema_arrow.names
         except Exception as error:  # noqa: BLE001  (pyarrow raises many types for bad files)
-            raise InputError(f"{path}: not a readable Parquet file ({_one_line(error)})") \
+            raise InputError(f"{path}: not a readable Parquet file ({one_line(error)})") \
                 from None
         return [str(n) for n in names if not _PANDAS_INDEX.fullmatch(str(n))]
     _require_text(path)
@@ -432,14 +427,14 @@ def _csv_error(path: str, delimiter: str, encoding: str, error: BaseException) -
             where = f"{path}:{_LineFinder(path, encoding, delimiter).record(rows[0] - 1)}"
         return InputError(f"{where}: expected {found.group(1)} fields (as the header), saw "
                           f"{found.group(2)}")
-    return InputError(f"{path}: cannot parse ({_one_line(error)})")
+    return InputError(f"{path}: cannot parse ({one_line(error)})")
 
 
 def _read_parquet(path: str, columns, text_columns) -> pd.DataFrame:
     try:
         frame = pd.read_parquet(path, columns=columns)
     except Exception as error:  # noqa: BLE001  (pyarrow raises many types for bad files)
-        raise InputError(f"{path}: not a readable Parquet file ({_one_line(error)})") from None
+        raise InputError(f"{path}: not a readable Parquet file ({one_line(error)})") from None
     frame = frame.reset_index(drop=True)
     names = [str(c) for c in frame.columns]
     duplicated = sorted({n for n in names if names.count(n) > 1})
