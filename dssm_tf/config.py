@@ -2,9 +2,11 @@
 
 The command layer (`dssm_tf.cli.flags`) builds these from flags, once; library code takes them
 as arguments and never reads flags. Field names are the flag names, so an error about field
-``batch_size`` is reported as ``--batch_size`` (`errors.ConfigError`). ``dataclasses.asdict`` of
-a `RunConfig` is what ``metadata.json`` and ``config.json`` record (TF Model Garden stores its
-params next to the model the same way).
+``batch_size`` is reported as ``--batch_size`` (`errors.ConfigError`), and a field's metadata
+holds its flag's help text, choice list and bounds: the flags are made from the fields, so each
+default is written once, here (`_flag`). ``dataclasses.asdict`` of a `RunConfig` is what
+``metadata.json`` and ``config.json`` record (TF Model Garden stores its params next to the
+model the same way).
 
 No TensorFlow here: the commands build and check configs before TensorFlow starts.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+from typing import Any, Callable
 
 from dssm_tf.errors import ConfigError
 
@@ -67,6 +70,21 @@ def _at_least(field: str, value, low, what: str = "") -> None:
         raise ConfigError(field, f"expected at least {low}{what}, got {value}")
 
 
+def _flag(default: Any, text: str, *, choices: tuple | None = None, lower: float | None = None,
+          upper: float | None = None, parse: Callable[[str], Any] | None = None) -> Any:
+    """A field that is also the command-line flag of its name, with its help `text`.
+
+    `dssm_tf.cli.flags` defines the flag from the field (its type, its default) and this
+    metadata: `choices` (an enum), `lower`/`upper` (bounds of a number), `parse` (the flag is a
+    string that `parse` turns into the field's value). So each default is written once: here.
+    """
+    metadata = {"help": text, "choices": choices, "lower": lower, "upper": upper,
+                "parse": parse}
+    return dataclasses.field(default=default,
+                             metadata={key: value for key, value in metadata.items()
+                                       if value is not None})
+
+
 def parse_time(text: str | int) -> int:
     """Unix seconds from an integer, digits, or an ISO date/time (UTC unless it says otherwise).
 
@@ -106,22 +124,37 @@ class DataConfig:
     `real_times` says which.
     """
 
-    dataset: str = MOVIELENS_1M
+    dataset: str = _flag(MOVIELENS_1M, "Data set: a MovieLens release (downloaded from GroupLens "
+                         "when missing) or `tabular` (your own --interactions file).",
+                         choices=DATASETS)
+    # data_dir's flag is defined in dssm_tf.cli.flags: its help names the loader's environment
+    # variables (dssm_tf.data.sources.movielens).
     data_dir: str | None = None
-    download_url: str | None = None       # default: the release's GroupLens address
-    interactions: str | None = None
-    users: str | None = None
-    items: str | None = None
-    user_column: str = "user_id"
-    item_column: str = "item_id"
-    time_column: str = "timestamp"
-    rating_column: str | None = None
-    user_feature_columns: tuple[str, ...] = ()
-    item_feature_columns: tuple[str, ...] = ()
-    title_column: str | None = None
-    encoding: str = "utf-8"
-    min_rating: float | None = None       # None: every interaction is a positive (the seed's)
-    missing_keys: str = "error"           # interactions whose key a feature table lacks
+    download_url: str | None = _flag(None, "MovieLens: where the release's zip is fetched from "
+                                     "(default: GroupLens).")
+    interactions: str | None = _flag(None, "tabular: the interactions, a .csv/.tsv file with a "
+                                     "header row or a .parquet file.")
+    users: str | None = _flag(None, "tabular: optional user feature table keyed by --user_column.")
+    items: str | None = _flag(None, "tabular: optional item feature table keyed by --item_column.")
+    user_column: str = _flag("user_id", "tabular: column of the user keys.")
+    item_column: str = _flag("item_id", "tabular: column of the item keys.")
+    time_column: str = _flag("timestamp", "tabular: column of the times (Unix seconds or ISO "
+                             "dates); COLUMN:order for integers that only order the interactions "
+                             "(e.g. 0,1,2... per user), or empty for the file's row order. An "
+                             "order only rules out --protocol=time_split and --history_time.")
+    rating_column: str | None = _flag(None, "tabular: optional column of ratings/weights (needed "
+                                      "by --min_rating).")
+    user_feature_columns: tuple[str, ...] = _flag((), "tabular: user features, each COLUMN, "
+                                                  "COLUMN:multi ('|'-separated values) or "
+                                                  "COLUMN:numeric.")
+    item_feature_columns: tuple[str, ...] = _flag((), "tabular: item features, as "
+                                                  "--user_feature_columns.")
+    title_column: str | None = _flag(None, "tabular: item column `recommend` shows as the title.")
+    encoding: str = _flag("utf-8", "tabular: text encoding of .csv/.tsv files.")
+    min_rating: float | None = _flag(None, "Keep only interactions rated at least this much "
+                                     "(default: every interaction is a positive, as the seed did).")
+    missing_keys: str = _flag("error", "Interactions whose user or item is not in its feature "
+                              "table: an error, or dropped (with a count).", choices=MISSING_KEYS)
 
     def validate(self) -> None:
         _choice("dataset", self.dataset, DATASETS)
@@ -171,8 +204,11 @@ class SplitConfig:
     data set's default (2003-01-01 for movielens-1m, the seed's; otherwise the time that leaves
     the last 10% of interactions as test interactions)."""
 
-    protocol: str = TIME_SPLIT
-    cutoff: int | None = None
+    protocol: str = _flag(TIME_SPLIT, "Evaluation protocol.", choices=PROTOCOLS)
+    cutoff: int | None = _flag(None, "time_split: interactions at or after this time are test "
+                               "interactions; Unix seconds or YYYY-MM-DD[THH:MM:SS] (UTC). "
+                               "Default: 2003-01-01 for movielens-1m, else the time that leaves "
+                               "the last 10% of the interactions for testing.", parse=parse_time)
 
     def validate(self) -> None:
         _choice("protocol", self.protocol, PROTOCOLS)
@@ -184,11 +220,17 @@ class SplitConfig:
 class SamplerConfig:
     """Negatives drawn on the fly (`dssm_tf.data.negatives`)."""
 
-    negative_sampler: str = "uniform"
-    num_negatives: int = 3
-    frequent_share: float = 0.3
-    frequent_min_count: int = 5
-    frequency_power: float = 0.75
+    negative_sampler: str = _flag("uniform", "uniform: over training items; frequency: the seed's "
+                                  "count^power mix; inbatch: the other positives of the batch "
+                                  "(plus --num_negatives shared ones); all: every training item "
+                                  "(the exact softmax; --examples=sequences).", choices=SAMPLERS)
+    num_negatives: int = _flag(3, "Sampled negatives per positive (shared by the batch for "
+                               "--loss=inbatch).", lower=0)
+    frequent_share: float = _flag(0.3, "frequency sampler: share of negatives drawn from frequent "
+                                  "items.", lower=0.0, upper=1.0)
+    frequent_min_count: int = _flag(5, "frequency sampler: training interactions that make an item "
+                                    "frequent.", lower=1)
+    frequency_power: float = _flag(0.75, "frequency sampler: weight = count**power.")
 
     def validate(self) -> None:
         _choice("negative_sampler", self.negative_sampler, SAMPLERS)
@@ -202,31 +244,59 @@ class SamplerConfig:
 class TowerConfig:
     """Architecture shared by both towers (`dssm_tf.models.towers`)."""
 
-    embedding_dim: int = 64
-    hidden_units: tuple[int, ...] = (128, 64)
-    activation: str = "relu"
-    output_activation: str = "linear"
-    dropout: float = 0.0
-    similarity: str = "cosine"
-    embedding_l2: float = 0.0
-    initializer: str = "uniform"
-    feature_dim: int = 16
-    user_features: bool = False   # use the schema's user features (the signature has them anyway)
-    item_features: bool = False
-    history_length: int = 0
-    user_encoder: str = "mean"    # how the history is encoded (`dssm_tf.models.encoders`)
-    user_key_embedding: bool = True   # an embedding per user key (off: features + history only)
-    share_item_embeddings: bool = False  # history items use the item tower's key embeddings
-    attention_blocks: int = 2
-    attention_heads: int = 1
-    attention_feed_forward: int = 1  # attention: the feed-forward layer's width / embedding_dim
-    attention_gating: bool = False   # attention: LiGR's sigmoid gates on the residual branches
-    encoder_dropout: float = 0.2
-    # The history's items carry their gap since the item before (`dssm_tf.models.time_gaps`);
-    # the user tower then takes their times (and the request's, used by request_gap only).
-    history_time: bool = False
-    attention_time_bias: bool = False  # attention: a bias per bucket of time between items
-    request_gap: bool = False  # + the gap from the last item to the request (HSTU's target time)
+    embedding_dim: int = _flag(64, "Key embedding size.", lower=1)
+    hidden_units: tuple[int, ...] = _flag((128, 64), "MLP layer sizes of both towers; the last is "
+                                          "the output size. Empty: the concatenated embeddings are "
+                                          "the output.")
+    activation: str = _flag("relu", "Hidden-layer activation.", choices=ACTIVATIONS)
+    output_activation: str = _flag("linear", "Last MLP layer activation.", choices=ACTIVATIONS)
+    dropout: float = _flag(0.0, "Dropout after hidden layers.", lower=0.0, upper=0.95)
+    similarity: str = _flag("cosine", "cosine: towers L2-normalise their output.",
+                            choices=SIMILARITIES)
+    embedding_l2: float = _flag(0.0, "L2 regularisation of the embedding tables.", lower=0.0)
+    initializer: str = _flag("uniform", "Embedding initializer.", choices=INITIALIZERS)
+    feature_dim: int = _flag(16, "Embedding size of categorical and multi-valued features.",
+                             lower=1)
+    # The export's signature takes the schema's features either way; these say if a tower uses them.
+    user_features: bool = _flag(False, "Add the data set's user features (movielens: gender, age, "
+                                "occupation) to the user tower.")
+    item_features: bool = _flag(False, "Add the data set's item features (movielens: genres) to "
+                                "the item tower.")
+    history_length: int = _flag(0, "Encode the user's last L items (0 = no history; with "
+                                "--examples=sequences, 0 = derived from the data's sequence "
+                                "lengths).", lower=0)
+    user_encoder: str = _flag("mean", "How the history is encoded: the mean of its item "
+                              "embeddings, or SASRec-style causal self-attention.",
+                              choices=ENCODERS)
+    user_key_embedding: bool = _flag(True, "An embedding per user key in the user tower (off: it "
+                                     "knows a user by features and history only).")
+    share_item_embeddings: bool = _flag(False, "The history's items use the item tower's key "
+                                        "embeddings (one table, trained both as input and as "
+                                        "candidate).")
+    attention_blocks: int = _flag(2, "attention: self-attention blocks.", lower=1)
+    attention_heads: int = _flag(1, "attention: heads per block.", lower=1)
+    attention_feed_forward: int = _flag(1, "attention: width of each block's feed-forward layer, "
+                                        "in multiples of --embedding_dim (SASRec: 1, most "
+                                        "transformers: 4).", lower=1)
+    attention_gating: bool = _flag(False, "attention: scale each block's attention and "
+                                   "feed-forward output by a learned sigmoid gate of the block's "
+                                   "input before adding it (LiGR, as in eSASRec).")
+    encoder_dropout: float = _flag(0.2, "attention: dropout of the encoder.", lower=0.0, upper=0.95)
+    # The history's gaps: `dssm_tf.models.time_gaps`.
+    history_time: bool = _flag(False, "Add to each history item an embedding of its gap since the "
+                               "item before it (log-bucketed seconds; the history's own times "
+                               "only): the user tower then also takes history_timestamps and "
+                               "request_time (Unix seconds; request_time is read by --request_gap "
+                               "only).")
+    attention_time_bias: bool = _flag(False, "attention (with --history_time): add to each "
+                                      "attention score a learned bias per head and bucket of the "
+                                      "time from the key's item to the query's (HSTU's relative "
+                                      "time bias, anchored at the query's own item).")
+    request_gap: bool = _flag(False, "With --history_time: add to the user's embedding an "
+                              "embedding of the gap from the last history item to request_time (in "
+                              "training, the next item's time: HSTU's target-timestamp setting; "
+                              "evaluate it with --request_time=next, and at serving pass the time "
+                              "of the call).")
 
     @property
     def output_dim(self) -> int:
@@ -276,14 +346,21 @@ class TowerConfig:
 class LossConfig:
     """The loss scheme (`dssm_tf.models.losses`) and its parameters."""
 
-    loss: str = "bce"
-    temperature: float = 1.0          # bce / inbatch: logits = score / temperature
-    margin: float = 0.5               # triplet
-    triplet_distance: str = "euclidean"
-    gamma: float = 20.0               # softmax: logits = gamma * score
-    sampling_correction: bool = False  # bce / softmax: -log(q(i)/q_uniform) offsets
-    logq_weight: float = 1.0          # inbatch
-    exclude_user_items: bool = False  # sequences: a window's targets are not its negatives
+    loss: str = _flag("bce", "Loss scheme.", choices=LOSSES)
+    temperature: float = _flag(1.0, "bce/inbatch: logits = score / temperature.", lower=1e-6)
+    margin: float = _flag(0.5, "triplet: margin.", lower=0.0)
+    triplet_distance: str = _flag("euclidean", "triplet: d = ||u - v|| or d = 1 - cos(u, v).",
+                                  choices=TRIPLET_DISTANCES)
+    gamma: float = _flag(20.0, "softmax: logits = gamma * score.", lower=1e-6)
+    sampling_correction: bool = _flag(False, "bce/softmax: add -log(q(i)/q_uniform) to each logit, "
+                                      "so a frequency sampler does not teach the towers to demote "
+                                      "popular items.")
+    logq_weight: float = _flag(1.0, "inbatch: weight of the logQ correction (1 = full, 0 = none).",
+                               lower=0.0)
+    exclude_user_items: bool = _flag(False, "sequences: no other target of a user's window is a "
+                                     "negative of its positions (the items seen before, which "
+                                     "evaluation leaves out of the ranking anyway, and those still "
+                                     "to come).")
 
     @property
     def shares_negatives(self) -> bool:
@@ -303,26 +380,55 @@ class LossConfig:
 class TrainingConfig:
     """The optimisation loop (`dssm_tf.training.trainer`)."""
 
-    epochs: int = 20
-    batch_size: int = 512
-    learning_rate: float = 0.005
-    learning_rate_schedule: str = "constant"  # cosine: a warm-up epoch, then down to 10%
-    optimizer: str = "adam"
-    seed: int = 0
-    mixed_precision: bool = False
-    steps_per_execution: int = 64
-    patience: int = 3
-    early_stopping_metric: str = "loss"
-    validation: str = "random"       # which training interactions validate (see VALIDATIONS)
-    validation_share: float = 0.1
-    validation_rows: int = 20000
-    history_gap: int = 0
-    examples: str = "interactions"   # sequences: every position of a user's sequence at once
-    sequence_crop: str = "random"    # sequences: a random window per epoch, or the latest
-    shuffle_ties: bool = True        # sequences: a user's same-timestamp items in random order
-    distribution: str = "none"       # tf.distribute strategy (`dssm_tf.training.distribute`)
-    train_files: str | None = None   # TFRecord shards of `prepare` (glob), read instead of rows
-    verbose: bool = True
+    epochs: int = _flag(20, "Maximum epochs (sequences: 0 = derived from the data's size, see "
+                        "dssm_tf.data.sequence_settings).", lower=0)
+    batch_size: int = _flag(512, "Training batch size (sequences: users a batch; 0 = about 2,048 "
+                            "target positions a batch, derived from the data).", lower=0)
+    learning_rate: float = _flag(0.005, "Optimizer learning rate.", lower=0.0)
+    learning_rate_schedule: str = _flag("constant", "constant, or cosine: a linear warm-up over "
+                                        "the first epoch, then a cosine decay to 10% of "
+                                        "--learning_rate at --epochs.", choices=SCHEDULES)
+    optimizer: str = _flag("adam", "Optimizer: lazy_adam = Adam updating only the embedding rows a "
+                           "batch touched (faster; see dssm_tf.training.optimizers).",
+                           choices=OPTIMIZERS)
+    seed: int = _flag(0, "Seed for shuffling, negatives, validation split, init.")
+    mixed_precision: bool = _flag(False, "Compute in float16 (mixed_float16 policy).")
+    steps_per_execution: int = _flag(64, "Batches per tf.function call: fewer Python round trips "
+                                     "per step (3x faster at batch 128 on 2 CPU cores); the "
+                                     "updates are the same as with 1.", lower=1)
+    patience: int = _flag(3, "Early-stopping patience in epochs.", lower=0)
+    early_stopping_metric: str = _flag("loss", "Monitor val_loss (min) or val_recall@50 (max).",
+                                       choices=EARLY_STOPPING_METRICS)
+    validation: str = _flag("random", "The training interactions held out for early stopping: a "
+                            "random --validation_share of them; the last --validation_share of the "
+                            "training period (temporal: sees a time split's shift); each user's "
+                            "last one (last: as leave_last_one_out tests); or none (every "
+                            "interaction trains, all --epochs run, the last weights are kept: the "
+                            "refit once validation has chosen the settings).", choices=VALIDATIONS)
+    validation_share: float = _flag(0.1, "Share of training interactions held out for early "
+                                    "stopping (random, temporal).", lower=0.0, upper=0.9)
+    validation_rows: int = _flag(20000, "At most this many held-out interactions are scored for "
+                                 "val_recall.", lower=1)
+    history_gap: int = _flag(0, "Training: a row's history ends 0..G rows before it (uniform), to "
+                             "learn to predict further ahead than the next item.", lower=0)
+    examples: str = _flag("interactions", "Training examples: one per interaction (history = the "
+                          "items before it), or one per user window (sequences: every position "
+                          "trains at once; needs a history and --loss=inbatch).", choices=EXAMPLES)
+    sequence_crop: str = _flag("random", "sequences: a user with more than history_length + 1 "
+                               "items gets a random window each epoch, or always the latest.",
+                               choices=CROPS)
+    shuffle_ties: bool = _flag(True, "sequences: each training window puts a user's items that "
+                               "share a timestamp in a new random order (their source order is "
+                               "close to arbitrary: MovieLens logs bursts of ratings in one "
+                               "second, and a model must not learn the file's order). Interaction "
+                               "examples ignore it.")
+    distribution: str = _flag("none", "tf.distribute: none; mirrored (this machine's devices); "
+                              "multi_worker (one process per machine, configured by $TF_CONFIG; "
+                              "the same command on every worker).", choices=DISTRIBUTIONS)
+    train_files: str | None = _flag(None, "train: read the training examples from these TFRecord "
+                                    "shards of `python -m dssm_tf.prepare` (a glob) instead of "
+                                    "from memory; each worker reads its own files.")
+    verbose: bool = _flag(True, "Show the Keras progress bar.")
 
     def validate(self) -> None:
         # sequences: an epochs or batch_size of 0 is derived from the data
@@ -434,12 +540,14 @@ def from_dict(cls, values: dict):
 class IndexConfig:
     """The faiss index `evaluate` and `recommend` search (`dssm_tf.retrieval.index`)."""
 
-    index: str = "flat"
-    nlist: int | None = None
-    nprobe: int | None = None
-    hnsw_m: int = 32
-    ef_search: int = 64
-    ef_construction: int = 80
+    index: str = _flag("flat", "faiss index for top-K retrieval (inner product): flat = exact.",
+                       choices=INDEX_KINDS)
+    nlist: int | None = _flag(None, "ivf: number of inverted lists (default ~sqrt(#items)).",
+                              lower=1)
+    nprobe: int | None = _flag(None, "ivf: lists probed per query (default nlist/4).", lower=1)
+    hnsw_m: int = _flag(32, "hnsw: links per node (M).", lower=2)
+    ef_search: int = _flag(64, "hnsw: efSearch (raised to the search depth if lower).", lower=1)
+    ef_construction: int = 80   # no flag: evaluate and recommend always build HNSW with 80
 
     def validate(self) -> None:
         _choice("index", self.index, INDEX_KINDS)

@@ -5,8 +5,9 @@
 
 Builds the pipeline and model `train` would (sequence settings given explicitly: this script
 derives none), runs 64 warm-up steps (tracing), then times STEPS steps of `model.fit` and prints
-ms a step, the epoch it implies and the peak RSS. No validation, export or evaluation: the
-figure is the step's own (BUILD_NOTES.md, issue 21).
+ms a step, the epoch it implies, the peak RSS and the CPU time a step (less sensitive than the
+wall time to other jobs on the machine). No validation, export or evaluation: the figure is the
+step's own (BUILD_NOTES.md, issue 21).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ def main() -> None:
     model(pipeline.first_batch())
     stream = pipeline.training()
     model.fit(stream, epochs=1, steps_per_epoch=64, verbose=0)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.fit(stream, epochs=1, steps_per_epoch=steps, verbose=0)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{steps} steps: {seconds / steps * 1000:.0f} ms a step, an epoch of "
           f"{pipeline.steps_per_epoch} steps ~{seconds / steps * pipeline.steps_per_epoch:.0f} s, "
-          f"peak {peak:.2f} GB")
+          f"peak {peak:.2f} GB, {cpu / steps * 1000:.0f} CPU ms a step")
 
 
 if __name__ == "__main__":

@@ -29,29 +29,13 @@ import resource
 import shlex
 import sys
 
-from absl import flags
-
 from dssm_tf.cli import app
 from dssm_tf.cli import flags as cli
 from dssm_tf.data import splits
+from dssm_tf.data.outputs import PREPARED
 from dssm_tf.errors import ConfigError
-from dssm_tf.io import check_output_folder
 
-FLAGS = cli.FLAGS
-# --out, --seed, --verbose and every data, split, training and tower flag are shared
-# (dssm_tf.cli.flags); this command adds only:
-flags.DEFINE_integer("shards", 16, "prepare: TFRecord files the training examples are spread "
-                     "over (each worker of a cluster reads its own: at least one per worker).",
-                     lower_bound=1)
-
-MANIFEST = "manifest.json"   # dssm_tf.data.records.MANIFEST (that module needs TensorFlow)
-
-
-def check_out(out: str) -> None:
-    """The checks on `--out` that need no TensorFlow, made before the data is read:
-    `dssm_tf.data.records.check_out` repeats them, and checks the manifest's format."""
-    check_output_folder(out, "out", lambda folder: os.path.isfile(os.path.join(folder, MANIFEST)),
-                        "examples written by dssm_tf.prepare")
+FLAGS = cli.FLAGS  # --out, --shards, and the data, split, training and tower flags it shares
 
 
 def main(argv: list[str]) -> None:
@@ -63,7 +47,7 @@ def main(argv: list[str]) -> None:
         raise ConfigError("examples", "prepare writes one example per interaction: "
                                       "--examples=interactions")
     out = os.path.abspath(FLAGS.out)
-    check_out(out)
+    PREPARED.check(out)   # as records.write_records will, before the data is read
     dataset = cli.load_data(run.data)
     split = splits.make_split(dataset, run.split)
     # What the files hold: absolute data paths, the cutoff the split took.

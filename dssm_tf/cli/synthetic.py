@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from absl import flags
-
 from dssm_tf.cli import app
 from dssm_tf.cli import flags as cli
 from dssm_tf.data import synthetic
 from dssm_tf.errors import ConfigError
 
 FLAGS = cli.FLAGS
-# --out, --seed and --verbose are shared flags (dssm_tf.cli.flags); so are --users, --items and
-# --interactions, which `tabular` reads as file names and this command as counts.
+# Every flag this command reads is defined in dssm_tf.cli.flags: --preset and --clusters, and
+# the shared --out, --seed, --verbose, --users, --items and --interactions (which `tabular` reads
+# as file names and this command as counts).
 SIZES = ("users", "items", "interactions")
-
-flags.DEFINE_enum("preset", None, list(synthetic.PRESETS), "synthetic: the shape of a real "
-                  "release: movielens-25m (162,541 users, 59,047 movies, 25,000,095 ratings) "
-                  "or movielens-1m-size (6,040 users, 3,706 movies, 1,000,209 ratings).")
-flags.DEFINE_integer("clusters", None, "synthetic: item clusters (default: items / (2 x mean "
-                     "interactions per user), 2..50).", lower_bound=1)
 
 
 def _count(name: str) -> int | None:

@@ -48,7 +48,8 @@ Reading (`RecordPipeline.training`):
   reader's shuffle buffer (tf.data's `Dataset.shuffle` takes no per-epoch seed, and a buffer
   kept across epochs would mix them) — then cut into batches of the per-replica batch size
   (`Shard`) and parsed with `tf.io.parse_example`; the next block is read while one is cut
-  (so two blocks are held: about 2.5x `shuffle_bytes` in memory, with tf.string overhead). When an epoch's files fit in one block (ML-1M:
+  (so two blocks are held: about 2.5x `shuffle_bytes` in memory, with tf.string overhead).
+  When an epoch's files fit in one block (ML-1M:
   160-200 MB) every epoch is a fresh uniform permutation, as in memory. Smaller blocks mix
   less: on ML-1M, blocks of 50k examples (6% of an epoch) cost the in-batch softmax ~0.016
   of validation loss and ~0.007 of leave-last-one-out recall@50 over 3 seeds (pointwise BCE:
@@ -83,19 +84,19 @@ import tensorflow as tf
 
 from dssm_tf.config import RunConfig, SamplerConfig, TowerConfig, TrainingConfig
 from dssm_tf.data.dataset import Dataset
+from dssm_tf.data.outputs import MANIFEST, PREPARED, RECORDS_FORMAT
 from dssm_tf.data.pipeline import (FeatureTables, InputPipeline, Shard, check_even_shares,
                                    training_steps, validation_split, with_negatives)
 from dssm_tf.data.pipeline import steps_per_epoch as _steps_per_epoch
 from dssm_tf.data.schema import FLOAT32, HISTORY, INT64, STRING, Schema
 from dssm_tf.data.splits import Split
 from dssm_tf.errors import ConfigError
-from dssm_tf.io import check_output_folder, staged_folder
+from dssm_tf.io import staged_folder
 from dssm_tf.progress import progress
 
 log = logging.getLogger("dssm_tf")
 
-MANIFEST = "manifest.json"
-FORMAT, VERSION = "dssm_tf.records", 1   # the manifest's "format" and "version"
+FORMAT, VERSION = RECORDS_FORMAT, 1   # the manifest's "format" and "version"
 SUFFIX = ".tfrecord"
 CHUNK_ROWS = 100_000    # examples built and serialised at once
 SHUFFLE_BYTES = 256 * 2**20   # the reader's shuffle: blocks of this many bytes are permuted
@@ -210,24 +211,6 @@ def _serializer(tables: FeatureTables, timestamps: np.ndarray, window: int):
     return serialize
 
 
-def is_prepared(folder: str) -> bool:
-    """Whether `folder` holds only files `write_records` wrote (so it may be replaced)."""
-    try:
-        names = set(os.listdir(folder))
-        with open(os.path.join(folder, MANIFEST), encoding="utf-8") as f:
-            manifest = json.load(f)
-        shards = {shard["file"] for shard in manifest["shards"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return manifest.get("format") == FORMAT and names <= shards | {MANIFEST}
-
-
-def check_out(out: str) -> None:
-    """ConfigError("out") unless `out` is new, an empty folder or a folder of `write_records`,
-    in a folder this process can write."""
-    check_output_folder(out, "out", is_prepared, "examples written by dssm_tf.prepare")
-
-
 @dataclasses.dataclass(frozen=True)
 class Summary:
     """What `write_records` wrote."""
@@ -250,7 +233,7 @@ def write_records(out: str, dataset: Dataset, split: Split, run: RunConfig, shar
     recorded in the manifest."""
     started = time.perf_counter()
     out = os.path.abspath(out)
-    check_out(out)
+    PREPARED.check(out)
     training = run.training
     fit_rows, val_rows = validation_split(split, training)
     if not len(fit_rows):

@@ -15,8 +15,9 @@ any seed, and a resumed run derives the same):
   sequences of 8 give 256. A softmax step learns from positions, not from users.
 - epochs: enough epochs for about `TARGET_TOTAL_POSITIONS` positions in all, within [1, 50]:
   small data sets get many epochs (early stopping on validation still ends them), large ones
-  one (MovieLens-1M: 10 epochs of ~650,000 positions, ~5 minutes on 2 cores; MovieLens-25M's
-  shape holds over 10M positions an epoch).
+  one (MovieLens-1M: 8 epochs of ~650,000 positions; MovieLens-25M's shape holds over 10M
+  positions an epoch). The total is set by the time budget of MovieLens-1M on 2 cores
+  (BUILD_NOTES.md, issue 21).
 
 Usage::
 
@@ -35,7 +36,7 @@ from dssm_tf.config import RunConfig
 
 DERIVE = 0                          # a setting left at 0 is derived from the data
 TARGET_POSITIONS = 2048             # target positions a batch
-TARGET_TOTAL_POSITIONS = 6_500_000  # target positions of a whole run
+TARGET_TOTAL_POSITIONS = 5_000_000  # target positions of a whole run
 LENGTH_QUANTILE = 0.9
 LENGTH_RANGE = (8, 200)
 BATCH_RANGE = (8, 1024)

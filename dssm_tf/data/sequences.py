@@ -85,12 +85,24 @@ def _runs(rows: np.ndarray, users: np.ndarray, num_users: int) -> tuple[np.ndarr
     return starts.astype(np.int64), counts.astype(np.int64)
 
 
+def bucket_widths(targets: np.ndarray, length: int) -> np.ndarray:
+    """The padded width of each window of `targets` target positions: rounded up to a multiple
+    of `BUCKET`, at most `length`, at least 1. Users are batched by it (`packed_batches`, and
+    the epoch's order in `SequencePipeline.training`).
+
+    >>> bucket_widths(np.array([1, 8, 9, 200]), 200).tolist()
+    [8, 8, 16, 200]
+    """
+    widths = np.minimum((np.asarray(targets) + BUCKET - 1) // BUCKET * BUCKET, length)
+    return np.maximum(widths, 1)
+
+
 def packed_batches(targets: np.ndarray, length: int, positions: float,
                    replicas: int = 1) -> np.ndarray:
-    """`[steps, 2]` (start, size) of an epoch's batches in the users' order by bucket (the
-    number of target positions rounded up to a multiple of `BUCKET`): each bucket's users are
-    cut into batches of about `positions` padded positions (at least one user), so a batch of
-    short windows holds more users than one of long windows.
+    """`[steps, 2]` (start, size) of an epoch's batches in the users' order by bucket
+    (`bucket_widths`): each bucket's users are cut into batches of about `positions` padded
+    positions (at least one user), so a batch of short windows holds more users than one of
+    long windows.
 
     With `replicas` > 1 every size is a multiple of `replicas` (at least `replicas`: each
     replica's share holds a user or more). A bucket's leftover users, fewer than `replicas`,
@@ -103,8 +115,7 @@ def packed_batches(targets: np.ndarray, length: int, positions: float,
     >>> packed_batches(np.array([3, 3, 3, 16, 16, 16, 16]), 16, 16.0, replicas=2).tolist()
     [[0, 2], [2, 2], [4, 2]]
     """
-    widths = np.minimum((np.asarray(targets) + BUCKET - 1) // BUCKET * BUCKET, length)
-    widths = np.sort(np.maximum(widths, 1))
+    widths = np.sort(bucket_widths(targets, length))
     batches, start = [], 0
     for width in np.unique(widths):
         last = np.searchsorted(widths, width, "right")
@@ -179,6 +190,7 @@ class SequencePipeline:
         # the replicas); on several replicas each packed batch splits evenly over them.
         self._batches = packed_batches(targets, self.length, self.positions_per_batch,
                                        replicas)
+        self._widths = bucket_widths(targets, self.length)  # each training user's bucket
         # Users in no batch of an epoch (fewer than the replicas; none on one replica).
         self.resting = len(self.train_users) - int(self._batches[:, 1].sum())
         if replicas > 1 and not len(self._batches):
@@ -276,8 +288,7 @@ class SequencePipeline:
         without it, whole global batches."""
         shard = self._shard(context)
         users = tf.constant(self.train_users)
-        counts = tf.minimum(tf.gather(self._fit[2], users), self.length + 1)
-        buckets = tf.cast((counts - 2 + BUCKET) // BUCKET, tf.float64)  # of the target count
+        buckets = tf.constant(self._widths, tf.float64)  # each user's, as `packed_batches`
         size, steps, resting = len(self.train_users), self.steps_per_epoch, self.resting
         starts, sizes = (tf.constant(column) for column in self._batches.T)
         seed = self.seed

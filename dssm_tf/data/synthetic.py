@@ -64,8 +64,9 @@ import numpy as np
 import pyarrow as pa
 from pyarrow import csv as arrow_csv
 
+from dssm_tf.data.outputs import Output
 from dssm_tf.errors import ConfigError
-from dssm_tf.io import check_output_folder, staged_folder
+from dssm_tf.io import staged_folder
 from dssm_tf.progress import progress
 
 RATINGS, MOVIES, README = "ratings.csv", "movies.csv", "README.txt"
@@ -490,10 +491,7 @@ def is_synthetic(folder: str) -> bool:
     return first == MARKER and names <= set(FILES)
 
 
-def check_out(out: str) -> None:
-    """ConfigError("out") unless `out` is new, an empty folder or a data set of this module,
-    in a folder this process can write."""
-    check_output_folder(out, "out", is_synthetic, "a data set written by dssm_tf.synthetic")
+SYNTHETIC = Output("a data set written by dssm_tf.synthetic", is_synthetic)
 
 
 def write_dataset(out: str, spec: Spec, command: str | None = None) -> Summary:
@@ -507,7 +505,7 @@ def write_dataset(out: str, spec: Spec, command: str | None = None) -> Summary:
     started = time.perf_counter()
     spec.validate()
     out = os.path.abspath(out)
-    check_out(out)
+    SYNTHETIC.check(out)
     with staged_folder(out) as tmp:
         plan = make_plan(spec)
         _write_movies(os.path.join(tmp, MOVIES), plan)

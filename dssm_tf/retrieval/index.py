@@ -31,6 +31,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import faiss
@@ -41,9 +42,9 @@ from dssm_tf.config import INDEX_KINDS, IndexConfig
 from dssm_tf.errors import ConfigError
 from dssm_tf.progress import progress
 
-DEFAULT_HNSW_M = 32
-DEFAULT_EF_CONSTRUCTION = 80
-DEFAULT_EF_SEARCH = 64
+_DEFAULTS = IndexConfig()   # a parameter left None takes its default, as the flags do
+_LOWER_BOUNDS = {field.name: field.metadata["lower"] for field in dataclasses.fields(IndexConfig)
+                 if "lower" in field.metadata}   # the flags' bounds (hnsw_m: 2)
 _BUCKET_GROWTH = 1.25   # a bucket's depth is at most ~25% above its shallowest member's need
 _HNSW_SCAN_FRACTION = 128  # HNSW searches deeper than 1/128 of the items scan them instead
 _CHUNK_ROWS = 4096      # at most this many users per faiss call
@@ -86,26 +87,27 @@ def index_params(kind: str, num_items: int, *, nlist: int | None = None,
             raise ConfigError("nprobe", f"expected 1..{lists} (nlist), got {probes}")
         return {"nlist": lists, "nprobe": probes}
     if kind == "hnsw":
-        params = {"hnsw_m": DEFAULT_HNSW_M if hnsw_m is None else int(hnsw_m),
-                  "ef_search": DEFAULT_EF_SEARCH if ef_search is None else int(ef_search),
-                  "ef_construction": (DEFAULT_EF_CONSTRUCTION if ef_construction is None
-                                      else int(ef_construction))}
-        for name, low in (("hnsw_m", 2), ("ef_search", 1), ("ef_construction", 1)):
-            if params[name] < low:
-                raise ConfigError(name, f"expected at least {low}, got {params[name]}")
+        given = {"hnsw_m": hnsw_m, "ef_search": ef_search, "ef_construction": ef_construction}
+        params = {name: getattr(_DEFAULTS, name) if value is None else int(value)
+                  for name, value in given.items()}
+        for name, value in params.items():
+            low = _LOWER_BOUNDS.get(name, 1)
+            if value < low:
+                raise ConfigError(name, f"expected at least {low}, got {value}")
         return params
     raise ConfigError("index", f"expected one of {', '.join(INDEX_KINDS)}, got {kind!r}")
 
 
-def build_index(item_embeddings, kind: str = "flat", *, nlist: int | None = None,
+def build_index(item_embeddings, kind: str = _DEFAULTS.index, *, nlist: int | None = None,
                 nprobe: int | None = None, hnsw_m: int | None = None,
                 ef_search: int | None = None, ef_construction: int | None = None,
                 seed: int = 0) -> faiss.Index:
     """An inner-product faiss index over the rows of `item_embeddings` ([n, D] float32).
 
     `kind` is "flat" (exact), "ivf" (`nlist` lists, default ~sqrt(n); `nprobe` probed, default
-    nlist/4) or "hnsw" (`hnsw_m` links, default 32; `ef_search`, default 64, is raised to the
-    search depth when a search asks for more; `ef_construction`, default 80).
+    nlist/4) or "hnsw" (`hnsw_m` links; `ef_search`, raised to the search depth when a search
+    asks for more; `ef_construction`). A parameter left None takes `IndexConfig`'s default
+    (hnsw: 32, 64 and 80).
     """
     items = _as_matrix(item_embeddings, "item_embeddings")
     num_items, dim = items.shape
