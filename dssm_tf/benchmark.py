@@ -1,7 +1,8 @@
-"""`python -m dssm_tf.benchmark`: the command lives in `dssm_tf.cli.benchmark`."""
+"""Deprecated (goes in the next release): `python -m dssm_tf.benchmark` runs
+`python -m benchmarks.benchmark` of the source tree, after a warning (see `dssm_tf.cli.moved`).
+"""
 
-from dssm_tf.cli.app import run
-from dssm_tf.cli.benchmark import main
+from dssm_tf.cli.moved import run_moved
 
 if __name__ == "__main__":
-    run(main)
+    run_moved("dssm_tf.benchmark", "benchmark")

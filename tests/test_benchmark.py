@@ -1,4 +1,4 @@
-"""`python -m dssm_tf.benchmark` end to end on a synthetic data set, and `dssm_tf.speed`.
+"""`python -m benchmarks.benchmark` end to end on a synthetic data set.
 
 One benchmark run (a tiny config, 2 seeds, both protocols: four training subprocesses) is
 shared by the module's tests; the reuse/failure test runs last and reuses its runs.
@@ -10,14 +10,13 @@ import dataclasses
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from dssm_tf.cli import benchmark
+from benchmarks import benchmark
 from dssm_tf.config import PROTOCOLS
-from tests.conftest import REPO_ROOT
+from tests.harness import run_module
 from tests.synthetic import make_dataset
 
 TINY_CONFIG = """\
@@ -30,16 +29,9 @@ TINY_CONFIG = """\
 --batch_size=256
 --validation_share=0
 """
+COMMAND = "benchmarks.benchmark"
 MODELS = ["popularity", "itemcf", "tiny"]
 MAX_K = 200
-
-
-def run_module(module: str, *args, home, timeout=600):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, HOME=str(home),
-               DSSM_TF_DATA_DIR=str(home / "no-default-data"),
-               DSSM_TF_CACHE=str(home / "cache"))
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @dataclasses.dataclass
@@ -67,11 +59,12 @@ def bench(tmp_path_factory) -> Bench:
     configs_dir.mkdir()
     (configs_dir / "tiny.flags").write_text(TINY_CONFIG)
     result = Bench(root, synth.folder, str(configs_dir), str(root / "out"), None)
-    result.proc = run_module("dssm_tf.benchmark", *result.args("--seeds=2", "--configs=tiny"),
-                             home=root)
+    result.proc = run_module(COMMAND, *result.args("--seeds=2", "--configs=tiny"),
+                             tmp_path=root)
     return result
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_benchmark_writes_its_three_files(bench):
     assert bench.proc.returncode == 0, bench.proc.stderr[-3000:]
     assert sorted(os.listdir(bench.out)) == ["recall_at_k.png", "results.json", "results.md",
@@ -83,6 +76,7 @@ def test_benchmark_writes_its_three_files(bench):
             assert os.path.isfile(os.path.join(model_dir, benchmark.LOG))
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_results_json_has_every_model_and_protocol(bench):
     payload = bench.results()
     assert payload["k"] == 50 and payload["max_k"] == MAX_K and payload["seeds"] == [0, 1]
@@ -115,6 +109,7 @@ def test_results_json_has_every_model_and_protocol(bench):
     assert payload["results"]["leave_last_one_out"]["itemcf"]["published_seed_recall"] is None
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_results_match_each_runs_metrics_json(bench):
     models = bench.results()["results"]
     for protocol in PROTOCOLS:
@@ -141,6 +136,7 @@ def test_results_match_each_runs_metrics_json(bench):
         assert curve[49] == pytest.approx(np.mean(values), abs=1e-9)
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_results_md_is_printed_and_lists_every_model(bench):
     with open(os.path.join(bench.out, "results.md")) as f:
         table = f.read()
@@ -157,8 +153,9 @@ def test_results_md_is_printed_and_lists_every_model(bench):
     assert "(0.057)" in table.split("## time_split")[1].split("## ")[0]
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_recall_png_is_an_image(bench):
-    import matplotlib.image
+    import matplotlib.image  # noqa: PLC0415  (only this test reads images)
 
     path = os.path.join(bench.out, "recall_at_k.png")
     with open(path, "rb") as f:
@@ -167,15 +164,20 @@ def test_recall_png_is_an_image(bench):
     assert image.ndim == 3 and image.shape[1] > image.shape[0] > 100  # two side-by-side plots
 
 
-def test_bad_configs_and_protocols_exit_2(bench, tmp_path):
-    proc = run_module("dssm_tf.benchmark", *bench.args("--configs=nope"), home=tmp_path,
-                      timeout=120)
+def test_bad_configs_and_protocols_exit_2(tmp_path):
+    """Refused before any data is read: needs no data set and no trained benchmark."""
+    configs_dir = tmp_path / "configs"
+    configs_dir.mkdir()
+    (configs_dir / "tiny.flags").write_text(TINY_CONFIG)
+    args = (f"--data_dir={tmp_path / 'no-data'}", f"--configs_dir={configs_dir}",
+            f"--out={tmp_path / 'out'}")
+    proc = run_module(COMMAND, *args, "--configs=nope", tmp_path=tmp_path, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope.flags" in lines[0] and "--configs" in lines[0]
-    proc = run_module("dssm_tf.benchmark", *bench.args("--protocols=random"), home=tmp_path,
-                      timeout=120)
+    proc = run_module(COMMAND, *args, "--protocols=random", tmp_path=tmp_path, timeout=120)
     assert proc.returncode == 2 and "--protocols" in proc.stderr
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_markdown_shows_published_seed_figures():
@@ -194,15 +196,16 @@ def test_markdown_shows_published_seed_figures():
     assert benchmark.aggregate([None]) is None
 
 
+@pytest.mark.bench  # trains every config: `make bench`
 def test_reuse_skips_finished_runs_and_failures_are_reported(bench):
     """Runs last (file order): it rewrites bench.out's results with a failing config."""
     with open(os.path.join(bench.configs_dir, "broken.flags"), "w") as f:
         f.write("--loss=no_such_loss\n")
     log = os.path.join(bench.out, "runs", "tiny", "time_split", "seed0", benchmark.LOG)
     before = os.stat(log).st_mtime_ns
-    proc = run_module("dssm_tf.benchmark", *bench.args("--seeds=1", "--configs=tiny,broken",
-                                                       "--protocols=time_split", "--reuse"),
-                      home=bench.root)
+    proc = run_module(COMMAND, *bench.args("--seeds=1", "--configs=tiny,broken",
+                                           "--protocols=time_split", "--reuse"),
+                      tmp_path=bench.root)
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert os.stat(log).st_mtime_ns == before  # reused, not retrained
     assert "tiny/time_split/seed0: reused" in proc.stderr
@@ -221,19 +224,3 @@ def test_reuse_skips_finished_runs_and_failures_are_reported(bench):
     with open(os.path.join(bench.out, "results.md")) as f:
         assert "## Failed runs" in f.read()
 
-
-@pytest.mark.slow
-def test_speed_on_real_data(real_data_dir, tmp_path):
-    output = tmp_path / "speed.json"
-    proc = run_module("dssm_tf.speed", f"--data_dir={real_data_dir}", f"--output={output}",
-                      "--speed_batches=20", "--speed_steps=10", "--steps_per_execution=5",
-                      home=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(output) as f:
-        rows = json.load(f)["rows"]
-    whats = " | ".join(row["what"] for row in rows)
-    for needle in ("movielens-1m load", "itemCF", "pipeline", "train step", "evaluate_export",
-                   "retrieval model latency, batch 1", "retrieval model throughput"):
-        assert needle in whats
-    assert all(row["value"] > 0 for row in rows)
-    assert "ok?" in proc.stdout

@@ -182,7 +182,7 @@ def test_buckets_are_few_and_cover_every_row():
         assert need[bucket].max() + 1 <= 1.25 * (need[bucket].min() + 1) + 1
 
 
-# --- scale: bounded chunks, sparse exclusion lookups, deep (heavy-user) buckets --------------------
+# --- scale: bounded chunks, sparse exclusion lookups, deep (heavy-user) buckets -----------------
 
 @pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
 def test_small_chunks_give_the_same_lists(problem, monkeypatch, kind):

@@ -1,4 +1,4 @@
-"""`python -m dssm_tf.scaling`: end to end at tiny sizes, its flags, its data sets' reuse."""
+"""`python -m benchmarks.scaling`: end to end at tiny sizes, its flags, its data sets' reuse."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ import os
 
 import pytest
 
-from dssm_tf.cli import scaling
+from benchmarks import scaling
 from dssm_tf.data import synthetic
-from tests.conftest import run_command
+from tests.harness import run_module
 
 SIZES = (20000, 40000)
+
+
+def run_scaling(*args: str, tmp_path, timeout: float = 300):
+    return run_module("benchmarks.scaling", *args, tmp_path=tmp_path, timeout=timeout)
 
 
 def _one_error_line(proc) -> str:
@@ -23,10 +27,11 @@ def _one_error_line(proc) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.bench  # the harness end to end: `make bench`
 def test_scaling_end_to_end(tmp_path):
     """Every phase at two tiny sizes (8 child processes, 4 with TensorFlow: ~40-100 s)."""
     out = tmp_path / "out"
-    proc = run_command("scaling", f"--out={out}", f"--sizes={','.join(map(str, SIZES))}",
+    proc = run_scaling(f"--out={out}", f"--sizes={','.join(map(str, SIZES))}",
                        tmp_path=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("scaling.md", "scaling.json", "scaling.png"):
@@ -74,7 +79,7 @@ def test_scaling_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("sizes", ["abc", "0", "20000,20000", "500", "1.5"])
 def test_bad_sizes_exit_2_with_one_line(tmp_path, sizes):
-    proc = run_command("scaling", f"--out={tmp_path / 'out'}", f"--sizes={sizes}",
+    proc = run_scaling(f"--out={tmp_path / 'out'}", f"--sizes={sizes}",
                        tmp_path=tmp_path)
     assert proc.returncode == 2
     assert _one_error_line(proc).startswith("error: --sizes: ")
@@ -82,9 +87,9 @@ def test_bad_sizes_exit_2_with_one_line(tmp_path, sizes):
 
 
 def test_out_is_required_and_data_dir_refused(tmp_path):
-    proc = run_command("scaling", "--sizes=20000", tmp_path=tmp_path)
+    proc = run_scaling("--sizes=20000", tmp_path=tmp_path)
     assert proc.returncode == 2 and _one_error_line(proc).startswith("error: --out: ")
-    proc = run_command("scaling", f"--out={tmp_path}", f"--data_dir={tmp_path}",
+    proc = run_scaling(f"--out={tmp_path}", f"--data_dir={tmp_path}",
                        tmp_path=tmp_path)
     assert proc.returncode == 2 and _one_error_line(proc).startswith("error: --data_dir: ")
 
@@ -102,7 +107,7 @@ def test_a_failing_child_stops_with_one_line_naming_phase_and_size(tmp_path):
     lines[2] = "1,x,3.0,1000000000\n"
     with open(ratings, "w") as f:
         f.writelines(lines)
-    proc = run_command("scaling", f"--out={tmp_path / 'out'}", f"--sizes={n}",
+    proc = run_scaling(f"--out={tmp_path / 'out'}", f"--sizes={n}",
                        f"--data_root={tmp_path / 'data'}", "--verbose=false",
                        tmp_path=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]

@@ -22,7 +22,8 @@ from dssm_tf.data.schema import Feature, Schema
 from dssm_tf.data.sequences import SequencePipeline
 from dssm_tf.errors import ConfigError
 from dssm_tf.models import time_gaps
-from dssm_tf.models.time_gaps import BUCKETS, START, UNKNOWN, bucket_of, gap_buckets, request_buckets
+from dssm_tf.models.time_gaps import (BUCKETS, START, UNKNOWN, bucket_of, gap_buckets,
+                                      request_buckets)
 from dssm_tf.serving import contract
 from tests.conftest import make_split, run_config, tiny_towers
 

@@ -62,8 +62,8 @@ class Feature:
             raise ValueError(f"{self.name}: feature kind must be one of {FEATURE_KINDS}")
         allowed = {CATEGORICAL: (INT64, STRING), MULTI: (STRING,), NUMERIC: (FLOAT32,)}
         if self.dtype not in allowed[self.kind]:
-            raise ValueError(f"{self.name}: a {self.kind} feature is {' or '.join(allowed[self.kind])}"
-                             f", not {self.dtype}")
+            kinds = " or ".join(allowed[self.kind])
+            raise ValueError(f"{self.name}: a {self.kind} feature is {kinds}, not {self.dtype}")
 
 
 @dataclasses.dataclass(frozen=True)

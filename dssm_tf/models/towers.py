@@ -9,8 +9,8 @@ embeddings per multi-valued one, standardised numeric ones] [+ the user's last
 `history_length` items, encoded by a `dssm_tf.models.encoders` encoder: their mean, or causal
 self-attention; with `history_time`, each item's embedding plus that of its gap since the
 item before it (`dssm_tf.models.time_gaps`); with `request_gap`, plus an embedding of the gap
-from the last item to the request] -> MLP -> (L2-normalised) embedding. `UserTower.sequence` gives that embedding at every position of a history at once
-(training on sequences).
+from the last item to the request] -> MLP -> (L2-normalised) embedding. `UserTower.sequence`
+gives that embedding at every position of a history at once (training on sequences).
 Item tower: key embedding [+ the item features, likewise] -> MLP -> (L2-normalised) embedding.
 
 Usage::

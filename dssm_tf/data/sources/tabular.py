@@ -1,9 +1,10 @@
 """``--dataset=tabular``: train on your own interaction file (CSV, TSV or Parquet).
 
 Anything that logs who interacted with what, and when (or only in which order), can train a
-two-tower model: this source reads such a file, and optional user and item feature tables, into the same `Dataset`
-the MovieLens releases give, checking every value on the way so a bad file fails at load time
-with one line naming the file and line (``row N`` for Parquet), not deep inside training.
+two-tower model: this source reads such a file, and optional user and item feature tables,
+into the same `Dataset` the MovieLens releases give, checking every value on the way so a bad
+file fails at load time with one line naming the file and line (``row N`` for Parquet), not deep
+inside training.
 
 Usage (the command line takes the same settings as flags of the same names)::
 
