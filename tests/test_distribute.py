@@ -218,6 +218,8 @@ def single(tmp_path_factory, data_dir) -> dict:
     return _metrics(root / "model")
 
 
+@pytest.mark.bench  # two TensorFlow processes for minutes: `make bench`; the sequence
+# examples' two-worker run and the gathered-loss test stay in `make test`
 def test_mirrored_on_two_logical_cpus(tmp_path, data_dir, single):
     model_dir = tmp_path / "model"
     prelude = ("import dssm_tf.runtime as runtime\nreal = runtime.start_tensorflow\n"
@@ -231,6 +233,8 @@ def test_mirrored_on_two_logical_cpus(tmp_path, data_dir, single):
     assert abs(got["hit@10"] - single["hit@10"]) < 0.15
 
 
+@pytest.mark.bench  # two TensorFlow processes for minutes: `make bench`; the sequence
+# examples' two-worker run and the gathered-loss test stay in `make test`
 def test_two_workers_on_loopback_train_and_the_chief_exports(tmp_path, data_dir, single):
     model_dir = tmp_path / "model"
     outputs = run_two_workers(tmp_path, data_dir, model_dir)

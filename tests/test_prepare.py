@@ -545,6 +545,8 @@ def test_prepare_bad_flags_exit_2_with_one_line(command_data, args, text):
     assert not (root / "fresh").exists()
 
 
+@pytest.mark.bench  # two TensorFlow processes for minutes: `make bench`; the sequence
+# examples' two-worker run and the gathered-loss test stay in `make test`
 def test_two_workers_on_loopback_train_from_their_own_files(tmp_path):
     """A real 2-worker `multi_worker` cluster (loopback) on prepared files: each worker reads
     its half of the files, the chief writes the metrics."""
