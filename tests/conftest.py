@@ -129,11 +129,18 @@ def command_env(tmp_path, **extra) -> dict:
                 DSSM_TF_CACHE=str(tmp_path / "cache"), **extra)
 
 
+def run_module(module: str, *args: str, tmp_path, timeout: float = 600, cwd: str = REPO_ROOT,
+               pythonpath: str = REPO_ROOT) -> subprocess.CompletedProcess:
+    """`python -m <module> args...` from `cwd`, in `command_env(tmp_path)` with `pythonpath`
+    (the measurement harness `benchmarks.*`, or a command of a copied package)."""
+    env = dict(command_env(tmp_path), PYTHONPATH=pythonpath)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def run_command(command: str, *args: str, tmp_path, timeout: float = 300):
     """Run `python -m dssm_tf.<command> args...` from the repo root; a CompletedProcess."""
-    return subprocess.run([sys.executable, "-m", f"dssm_tf.{command}", *args], cwd=REPO_ROOT,
-                          env=command_env(tmp_path), capture_output=True, text=True,
-                          timeout=timeout)
+    return run_module(f"dssm_tf.{command}", *args, tmp_path=tmp_path, timeout=timeout)
 
 
 # A small structured data set a tiny two-tower model learns in seconds (see trained_run).

@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks import benchmark
 from dssm_tf.config import PROTOCOLS
-from tests.harness import run_module
+from tests.conftest import run_module
 from tests.synthetic import make_dataset
 
 TINY_CONFIG = """\

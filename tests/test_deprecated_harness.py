@@ -13,8 +13,7 @@ import sys
 import pytest
 
 import dssm_tf.cli
-from tests.conftest import REPO_ROOT
-from tests.harness import run_module
+from tests.conftest import REPO_ROOT, run_module
 
 HARNESS = ("benchmark", "scaling", "speed", "children")
 

@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import scaling
 from dssm_tf.data import synthetic
-from tests.harness import run_module
+from tests.conftest import run_module
 
 SIZES = (20000, 40000)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.harness import run_module
+from tests.conftest import run_module
 
 
 @pytest.mark.slow
